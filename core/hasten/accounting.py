@@ -1,0 +1,114 @@
+"""FLOP accounting with fvcore.
+
+Convention (also logged as MLflow params): fvcore counts one fused
+multiply-add as one FLOP (so its figures are half of
+``torch.utils.flop_counter``'s); a training step costs forward + backward
+with backward = ``backward_factor`` (2) x forward, i.e. 3x the forward count.
+Counts are taken once per (module, input shape) in eval mode, under no_grad,
+for a batch of one sample, and scaled by the batch size (every model here is
+batch-linear in eval mode). Extra forwards a plugin makes (selection scoring,
+hard-augment mining, UBN statistics pass, momentum encoders, kNN features)
+are reported with :meth:`FlopAccountant.add_overhead` under the plugin's
+name and kept separate from training FLOPs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+BACKWARD_FACTOR = 2.0
+
+
+def count_forward_flops(module: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...]) -> float:
+    """fvcore FLOPs (multiply-adds) of one forward of ``module`` on ``example``.
+
+    Runs in eval mode under no_grad and restores the module's mode, so no
+    buffer (e.g. BatchNorm running statistics) changes.
+    """
+    from fvcore.nn import FlopCountAnalysis
+
+    inputs = example if isinstance(example, tuple) else (example,)
+    was_training = module.training
+    module.eval()
+    # fvcore logs a warning per unsupported op (e.g. in-place adds): noise here.
+    logging.getLogger("fvcore.nn.jit_analysis").setLevel(logging.ERROR)
+    try:
+        with torch.no_grad():
+            analysis = FlopCountAnalysis(module, inputs)
+            analysis.unsupported_ops_warnings(False)
+            analysis.uncalled_modules_warnings(False)
+            total = float(analysis.total())
+    finally:
+        module.train(was_training)
+    return total
+
+
+class FlopAccountant:
+    """Cumulative training and overhead FLOPs of a run (per process).
+
+    ``train`` counts the forward+backward of the samples trained on;
+    ``overhead`` counts extra forwards by name. ``total`` is their sum.
+    """
+
+    def __init__(self, backward_factor: float = BACKWARD_FACTOR, device: torch.device | None = None):
+        self.backward_factor = backward_factor
+        self.device = device or torch.device("cpu")
+        self.train = 0.0
+        self.overhead: dict[str, float] = {}
+        self._cache: dict[tuple[int, tuple[int, ...]], float] = {}
+
+    # -- per-sample forward costs, cached
+    def forward_per_sample(
+        self,
+        module: nn.Module,
+        sample_shape: tuple[int, ...],
+        make_input: Callable[[tuple[int, ...]], torch.Tensor] | None = None,
+    ) -> float:
+        """FLOPs of one forward of ``module`` on ONE sample of ``sample_shape``."""
+        key = (id(module), tuple(sample_shape))
+        cached = self._cache.get(key)
+        if cached is None:
+            param = next(module.parameters(), None)
+            device = param.device if param is not None else self.device
+            example = (
+                make_input(sample_shape)
+                if make_input is not None
+                else torch.zeros((1, *sample_shape), device=device)
+            )
+            cached = self._cache[key] = count_forward_flops(module, example)
+        return cached
+
+    def train_step_flops(self, forward_per_sample: float, num_samples: int) -> float:
+        return forward_per_sample * num_samples * (1.0 + self.backward_factor)
+
+    # -- accumulation
+    def add_train(self, flops: float) -> None:
+        self.train += flops
+
+    def add_overhead(self, name: str, flops: float) -> None:
+        self.overhead[name] = self.overhead.get(name, 0.0) + flops
+
+    @property
+    def overhead_total(self) -> float:
+        return sum(self.overhead.values())
+
+    @property
+    def total(self) -> float:
+        return self.train + self.overhead_total
+
+    def metrics(self) -> dict[str, float]:
+        out = {"flops/train": self.train, "flops/overhead": self.overhead_total, "flops/total": self.total}
+        for name, value in self.overhead.items():
+            out[f"flops/overhead/{name}"] = value
+        return out
+
+    def state_dict(self) -> dict[str, object]:
+        return {"train": self.train, "overhead": dict(self.overhead)}
+
+    def load_state_dict(self, blob: dict[str, object]) -> None:
+        self.train = float(blob["train"])  # type: ignore[arg-type]
+        self.overhead = {str(k): float(v) for k, v in blob["overhead"].items()}  # type: ignore[attr-defined]

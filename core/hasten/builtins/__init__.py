@@ -1,0 +1,1 @@
+"""Built-in integrations, written as plugins against the public hooks."""

@@ -1,0 +1,171 @@
+"""Built-in plugins: the defaults of the firstresult hooks, the core LR
+schedule, FLOP accounting and the progress display.
+
+They implement the same public hooks as any third-party plugin. Defaults of
+firstresult hooks are ``trylast`` so every plugin may take over; the schedule
+is ``tryfirst`` so plugins that set hyper-parameters run after it and win.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from hasten import schedules  # noqa: F401 - registers the core schedules
+from hasten.config import Config
+from hasten.errors import UserError
+from hasten.hookspecs import hookimpl
+from hasten.plugins import Plugin
+from hasten.registry import REGISTRY
+from hasten.state import Batch, State, StepOutput
+
+
+class Defaults(Plugin):
+    """What the engine does when no plugin takes over."""
+
+    name = "defaults"
+
+    @hookimpl(trylast=True)
+    def hasten_batch_size(self, state: State, step: int) -> int:
+        return state.batch_size
+
+    @hookimpl(trylast=True)
+    def hasten_views(self, state: State, batch: Batch) -> list[Any]:
+        return state.task.views(state, batch)
+
+    @hookimpl(trylast=True)
+    def hasten_forward(self, state: State, batch: Batch) -> StepOutput:
+        return state.task.forward(state, batch, state.train_model or state.model)
+
+    @hookimpl(trylast=True)
+    def hasten_evaluate(self, state: State) -> dict[str, float]:
+        return state.task.evaluate(state)
+
+
+class Schedule(Plugin):
+    """The core LR schedule (``schedule:``) and constant momentum (``optim.momentum``).
+
+    Steps aside when an enabled plugin provides ``lr_schedule`` (e.g. f1clr),
+    and refuses a config that sets both.
+    """
+
+    name = "schedule"
+
+    def __init__(self, config: Config, lr_owner: str | None) -> None:
+        super().__init__()
+        self.config = config
+        self.lr_owner = lr_owner
+        if lr_owner is not None and "schedule" in config.model_fields_set:
+            raise UserError(
+                f"schedule: conflicts with plugin {lr_owner!r}, which sets the learning-rate schedule; "
+                "remove the schedule section or the plugin"
+            )
+        sched = config.schedule
+        self.function = REGISTRY.schedules.get(sched.name, key="schedule.name")
+        self.warmup_steps = 0
+
+    @hookimpl
+    def hasten_setup(self, state: State) -> None:
+        sched = self.config.schedule
+        if sched.warmup_fraction is not None:
+            self.warmup_steps = round(sched.warmup_fraction * state.total_steps)
+        elif sched.warmup_steps is not None:
+            self.warmup_steps = sched.warmup_steps
+        if sched.name == "warmup_cosine" and not 0 < self.warmup_steps < state.total_steps:
+            raise UserError(
+                f"schedule.warmup_steps: warmup_cosine needs 0 < warm-up < {state.total_steps} total steps, "
+                f"got {self.warmup_steps}"
+            )
+
+    @hookimpl(tryfirst=True)
+    def hasten_step_start(self, state: State) -> None:
+        if self.lr_owner is None:
+            state.lr = self.function(
+                state.step, state.total_steps, self.config.optim.lr, self.warmup_steps, self.config.schedule.final_lr
+            )
+        state.momentum = self.config.optim.momentum if self.config.optim.name == "sgd" else self.config.optim.betas[0]
+
+
+class Accounting(Plugin):
+    """Adds every step's training FLOPs (forward + backward) to ``state.flops``."""
+
+    name = "accounting"
+
+    @hookimpl
+    def hasten_step_end(self, state: State, output: StepOutput) -> None:
+        per_sample = state.task.forward_flops_per_sample(state.flops, state.resolution)
+        state.flops.add_train(state.flops.train_step_flops(per_sample, output.num_samples))
+
+
+class Progress(Plugin):
+    """Progress display (step, loss, img/s, ETA) and the end-of-run summary, rank 0 only."""
+
+    name = "progress"
+
+    def __init__(self, enabled: bool) -> None:
+        super().__init__()
+        self.enabled = enabled
+        self.progress: Any = None
+        self.task_id: Any = None
+        self.started = 0.0
+        self.last_print = 0.0
+
+    @hookimpl
+    def hasten_fit_start(self, state: State) -> None:
+        self.started = time.perf_counter()
+        if not (self.enabled and state.is_main):
+            return
+        if sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                transient=True,
+            )
+            self.progress.start()
+            self.task_id = self.progress.add_task("train", total=state.total_steps, completed=state.step, info="")
+
+    @hookimpl
+    def hasten_log(self, state: State, metrics: dict[str, float], step: int) -> None:
+        if not (self.enabled and state.is_main) or "train/loss" not in metrics:
+            return
+        info = f"loss {metrics['train/loss']:.4f}  {metrics.get('train/throughput', 0):.0f} img/s"
+        if "val/acc1" in state.metrics:
+            info += f"  val/acc1 {state.metrics['val/acc1']:.3f}"
+        if self.progress is not None:
+            self.progress.update(self.task_id, completed=step + 1, info=info)
+            return
+        now = time.perf_counter()
+        if now - self.last_print >= 10 or step + 1 == state.total_steps:  # plain lines when not a terminal
+            self.last_print = now
+            print(f"step {step + 1}/{state.total_steps}  {info}", file=sys.stderr, flush=True)
+
+    @hookimpl(trylast=True)
+    def hasten_fit_end(self, state: State) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+        if not (self.enabled and state.is_main):
+            return
+        elapsed = time.perf_counter() - self.started
+        rows = [("steps", f"{state.step}/{state.total_steps}"), ("wall time", f"{elapsed:.1f} s")]
+        rows += [(k, _fmt(v)) for k, v in sorted(state.metrics.items()) if k.startswith(("val/", "knn/", "flops/"))]
+        if state.stop_reason:
+            rows.append(("stopped", state.stop_reason))
+        rows.append(("run dir", state.run_dir))
+        width = max(len(k) for k, _ in rows)
+        print("\nsummary", file=sys.stderr)
+        for key, value in rows:
+            print(f"  {key:<{width}}  {value}", file=sys.stderr)
+        sys.stderr.flush()
+
+
+def _fmt(value: float) -> str:
+    if abs(value) >= 1e6:
+        return f"{value:.4g}"
+    return f"{value:.4f}"

@@ -1,0 +1,128 @@
+"""The data of a run: datasets built from the config, and their streams."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from hasten.config import Config
+from hasten.data.stream import DataInfo, StepBatchSampler, eval_batches, torch_stream
+from hasten.errors import UserError
+from hasten.registry import REGISTRY
+from hasten.state import Batch
+
+
+def build_dataset(
+    name: str, *, split: str, resolution: int, seed: int, path: str | None, options: dict[str, Any], key: str
+) -> Any:
+    factory = REGISTRY.datasets.get(name, key=f"{key}.dataset")
+    return factory(split=split, resolution=resolution, seed=seed, path=path, **options)
+
+
+class DataModule:
+    """Train / val / unlabeled datasets and the streams over them.
+
+    ``batch_size`` here is the per-rank training batch size (the global
+    ``data.batch_size`` divided by the world size).
+    """
+
+    def __init__(self, config: Config, *, rank: int = 0, world_size: int = 1) -> None:
+        data = config.data
+        self.config = config
+        self.rank = rank
+        self.world_size = world_size
+        if data.batch_size % world_size:
+            raise UserError(
+                f"data.batch_size: {data.batch_size} is not divisible by the {world_size} processes; "
+                "it is the global batch size, split evenly across ranks"
+            )
+        self.batch_size = data.batch_size // world_size
+        seed = config.run.seed
+        common = {"resolution": data.resolution, "seed": seed, "path": data.path, "options": data.options}
+        train = build_dataset(data.dataset, split="train", key="data", **common)
+        self.val = build_dataset(data.dataset, split="val", key="data", **common)
+        self.unlabeled: Any = None
+        self.unlabeled_batch_size = 0
+        if data.labeled_fraction is not None or data.labels_per_class is not None:
+            from hasten.data.datasets import IndexedSubset, split_labeled
+
+            labeled_idx, unlabeled_idx = split_labeled(
+                train, labeled_fraction=data.labeled_fraction, labels_per_class=data.labels_per_class, seed=seed
+            )
+            self.unlabeled = IndexedSubset(train, unlabeled_idx, drop_labels=True)
+            train = IndexedSubset(train, labeled_idx)
+        if data.unlabeled is not None:
+            spec = data.unlabeled
+            if spec.dataset is not None:
+                self.unlabeled = build_dataset(
+                    spec.dataset,
+                    split="unlabeled",
+                    resolution=data.resolution,
+                    seed=seed,
+                    path=spec.path,
+                    options=spec.options,
+                    key="data.unlabeled",
+                )
+            elif self.unlabeled is None:
+                self.unlabeled = build_dataset(data.dataset, split="unlabeled", key="data.unlabeled", **common)
+            global_unlabeled = spec.batch_size or data.batch_size
+            if global_unlabeled % world_size:
+                raise UserError(f"data.unlabeled.batch_size: {global_unlabeled} is not divisible by {world_size}")
+            self.unlabeled_batch_size = global_unlabeled // world_size
+        elif self.unlabeled is not None:
+            self.unlabeled_batch_size = self.batch_size
+        self.train = train
+        if len(train) < data.batch_size:
+            raise UserError(
+                f"data.batch_size: {data.batch_size} is larger than the training set ({len(train)} samples)"
+            )
+        self.info = DataInfo(
+            num_classes=int(getattr(train, "num_classes", 0)),
+            channels=int(getattr(train, "channels", 3)),
+            resolution=data.resolution,
+            mean=tuple(getattr(train, "mean", (0.5,) * int(getattr(train, "channels", 3)))),
+            std=tuple(getattr(train, "std", (0.25,) * int(getattr(train, "channels", 3)))),
+            train_size=len(train),
+        )
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.train) // self.config.data.batch_size)
+
+    def train_stream(
+        self, batch_size_for_step: Callable[[int], int], *, start_step: int, start_position: int, pin_memory: bool
+    ) -> Iterator[Batch]:
+        sampler = StepBatchSampler(
+            len(self.train),
+            batch_size_for_step,
+            seed=self.config.run.seed,
+            rank=self.rank,
+            world_size=self.world_size,
+            start_step=start_step,
+            start_position=start_position,
+        )
+        if self.config.data.loader == "dali":
+            from hasten.data.dali import dali_stream
+
+            return dali_stream(self, self.train, sampler)
+        return torch_stream(
+            self.train, sampler, num_workers=self.config.data.num_workers, pin_memory=pin_memory
+        )
+
+    def unlabeled_stream(self, *, start_step: int, start_position: int, pin_memory: bool) -> Iterator[Batch] | None:
+        if self.unlabeled is None or self.unlabeled_batch_size == 0:
+            return None
+        size = self.unlabeled_batch_size
+        sampler = StepBatchSampler(
+            len(self.unlabeled),
+            lambda step: size,
+            seed=self.config.run.seed + 7919,  # its own order, independent of the labeled stream
+            rank=self.rank,
+            world_size=self.world_size,
+            start_step=start_step,
+            start_position=start_position,
+        )
+        return torch_stream(self.unlabeled, sampler, num_workers=self.config.data.num_workers, pin_memory=pin_memory)
+
+    def val_batches(self, batch_size: int) -> Iterator[Batch]:
+        return eval_batches(self.val, batch_size, self.rank, self.world_size)

@@ -1,0 +1,217 @@
+"""Plugin discovery, settings validation and the per-run plugin manager.
+
+A plugin is a subclass of :class:`Plugin` exposed through the entry-point
+group ``hasten.plugins`` (or registered in code with :func:`register_plugin`)::
+
+    [project.entry-points."hasten.plugins"]
+    f1clr = "hasten_f1clr.plugin:F1CLR"
+
+It declares a pydantic ``Settings`` model and implements hooks from
+:mod:`hasten.hookspecs` as methods marked with ``@hasten.hookimpl``. A config
+enables it by name under ``plugins:``; the engine builds one instance per run
+with the validated settings.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import inspect
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pluggy
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from hasten import hookspecs
+from hasten.config import Config, format_validation_error
+from hasten.errors import UserError
+
+ENTRY_POINT_GROUP = "hasten.plugins"
+
+
+class NoSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Plugin:
+    """Base class of every plugin (built-in or installed).
+
+    Class attributes:
+      name: the name configs use under ``plugins:``.
+      Settings: pydantic model of the settings (``extra="forbid"`` advised).
+      requires: plugin names that must be enabled too.
+      conflicts: plugin names that must not be enabled together with this one.
+      provides: capabilities this plugin owns exclusively, e.g. ``"lr_schedule"``
+        or ``"resolution_schedule"``; two enabled plugins providing the same
+        capability are a configuration error.
+    """
+
+    name: ClassVar[str] = ""
+    Settings: ClassVar[type[BaseModel]] = NoSettings
+    requires: ClassVar[tuple[str, ...]] = ()
+    conflicts: ClassVar[tuple[str, ...]] = ()
+    provides: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, settings: BaseModel | None = None) -> None:
+        self.settings: Any = settings if settings is not None else self.Settings()
+
+
+@dataclass
+class PluginInfo:
+    """An installed plugin, or one that failed to load."""
+
+    name: str
+    plugin_class: type[Plugin] | None
+    distribution: str
+    version: str
+    error: str | None = None
+
+    @property
+    def hooks(self) -> list[str]:
+        if self.plugin_class is None:
+            return []
+        return sorted(
+            n for n, v in inspect.getmembers(self.plugin_class)
+            if n.startswith("hasten_") and hasattr(v, "hasten_impl")
+        )
+
+
+_IN_CODE: dict[str, PluginInfo] = {}
+
+
+def register_plugin(plugin_class: type[Plugin], *, distribution: str = "(registered in code)") -> None:
+    """Make a plugin class available without an entry point (tests, notebooks)."""
+    _IN_CODE[plugin_class.name] = PluginInfo(plugin_class.name, plugin_class, distribution, "-")
+
+
+def unregister_plugin(name: str) -> None:
+    _IN_CODE.pop(name, None)
+
+
+def installed_plugins() -> dict[str, PluginInfo]:
+    """Every plugin found through entry points (and in code), by name.
+
+    A plugin whose import fails is returned with ``error`` set instead of
+    raising, so one broken package does not take the others down.
+    """
+    found: dict[str, PluginInfo] = {}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        version = ep.dist.version if ep.dist is not None else "?"
+        try:
+            obj = ep.load()
+            if not (inspect.isclass(obj) and issubclass(obj, Plugin)):
+                raise TypeError(f"entry point {ep.value!r} is not a hasten.Plugin subclass")
+            if obj.name != ep.name:
+                raise TypeError(f"entry point name {ep.name!r} differs from {obj.__name__}.name {obj.name!r}")
+            found[ep.name] = PluginInfo(ep.name, obj, dist, version)
+        except Exception as exc:  # noqa: BLE001 - report any import failure, keep going
+            found[ep.name] = PluginInfo(ep.name, None, dist, version, f"{type(exc).__name__}: {exc}")
+    found.update(_IN_CODE)
+    return found
+
+
+def _install_hint(name: str) -> str:
+    return f"pip install hasten-{name}"
+
+
+class PluginSet:
+    """The plugins of one run: validated instances plus the pluggy manager."""
+
+    def __init__(self, manager: pluggy.PluginManager, enabled: list[Plugin], infos: dict[str, PluginInfo]):
+        self.manager = manager
+        self.enabled = enabled
+        self.infos = infos
+
+    @property
+    def hook(self) -> Any:
+        return self.manager.hook
+
+    def versions(self) -> dict[str, str]:
+        return {p.name: self.infos[p.name].version for p in self.enabled if p.name in self.infos}
+
+    def get(self, name: str) -> Plugin | None:
+        return next((p for p in self.enabled if p.name == name), None)
+
+    @classmethod
+    def build(cls, config: Config, builtins: Iterable[object] = ()) -> PluginSet:
+        """Validate ``config.plugins`` and register built-ins and plugins.
+
+        Raises :class:`UserError` for an unknown plugin (listing the installed
+        ones), a plugin that failed to import, invalid settings (naming
+        ``plugins.<name>.<key>``), a missing requirement or a conflict.
+        """
+        infos = installed_plugins()
+        enabled: list[Plugin] = []
+        for name in config.plugins:
+            info = infos.get(name)
+            if info is None:
+                usable = sorted(n for n, i in infos.items() if i.error is None)
+                raise UserError(
+                    f"plugins.{name}: no plugin named {name!r} is installed "
+                    f"(try `{_install_hint(name)}`); installed: {', '.join(usable) or 'none'}"
+                )
+            if info.plugin_class is None:
+                raise UserError(
+                    f"plugins.{name}: the plugin failed to load from distribution "
+                    f"{info.distribution} {info.version}: {info.error}"
+                )
+            raw = config.plugin_settings(name)
+            try:
+                settings = info.plugin_class.Settings.model_validate(raw)
+            except ValidationError as exc:
+                raise UserError(format_validation_error(exc, raw, prefix=f"plugins.{name}")) from None
+            enabled.append(info.plugin_class(settings))
+        _check_relations(enabled)
+
+        manager = pluggy.PluginManager(hookspecs.PROJECT)
+        manager.add_hookspecs(hookspecs)
+        for builtin in builtins:
+            manager.register(builtin, name=f"builtin:{type(builtin).__name__}")
+        # pluggy calls the last registered first: register in reverse so that
+        # hooks run in the order the config lists the plugins.
+        for plugin in reversed(enabled):
+            manager.register(plugin, name=plugin.name)
+        return cls(manager, enabled, infos)
+
+
+def _check_relations(enabled: list[Plugin]) -> None:
+    names = {p.name for p in enabled}
+    owners: dict[str, str] = {}
+    for plugin in enabled:
+        for needed in plugin.requires:
+            if needed not in names:
+                raise UserError(
+                    f"plugins.{plugin.name}: requires plugin {needed!r}; add it under plugins:"
+                )
+        for other in plugin.conflicts:
+            if other in names:
+                raise UserError(f"plugins.{plugin.name}: conflicts with plugin {other!r}; enable only one")
+        for capability in plugin.provides:
+            if capability in owners:
+                raise UserError(
+                    f"plugins.{plugin.name}: both {owners[capability]!r} and {plugin.name!r} "
+                    f"set the {capability.replace('_', ' ')}; enable only one"
+                )
+            owners[capability] = plugin.name
+
+
+def provided_capabilities(plugins: Iterable[Plugin]) -> dict[str, str]:
+    """capability -> plugin name, for the enabled plugins."""
+    return {cap: p.name for p in plugins for cap in p.provides}
+
+
+def add_plugin_commands(subparsers: Any) -> list[str]:
+    """Let every installed plugin class add CLI commands; returns load errors."""
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    problems = []
+    for info in installed_plugins().values():
+        if info.plugin_class is None:
+            problems.append(f"{info.name} ({info.distribution}): {info.error}")
+            continue
+        if "hasten_add_commands" in info.hooks:
+            manager.register(info.plugin_class, name=f"cli:{info.name}")
+    manager.hook.hasten_add_commands(subparsers=subparsers)
+    return problems

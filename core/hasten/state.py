@@ -1,0 +1,135 @@
+"""The mutable run state every hook receives, and the per-step data records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from hasten.accounting import FlopAccountant
+    from hasten.config import Config
+    from hasten.data.stream import DataModule
+    from hasten.tasks.base import Task
+
+
+@dataclass
+class Batch:
+    """One step's data as it moves through the hooks.
+
+    ``images`` are uint8 (N, C, H, W) at the source size on the training device
+    (or float vectors for vector data). ``views`` are the augmented float
+    inputs the task trains on (one for classification, two or more for SSL);
+    a loader that augments itself (DALI) fills ``views`` and the core
+    augmentation is skipped. ``indices`` are dataset indices (selection
+    diagnostics, coverage tests). ``unlabeled`` carries the second stream's
+    batch when the data config names one (UBN). ``extras`` holds
+    task-specific tensors (e.g. depth maps) indexed like ``images``.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor
+    views: list[torch.Tensor] = field(default_factory=list)
+    unlabeled: Batch | None = None
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, keep: torch.Tensor) -> Batch:
+        """The samples at positions ``keep`` (views and extras included)."""
+        return Batch(
+            images=self.images[keep],
+            labels=self.labels[keep],
+            indices=self.indices[keep],
+            views=[v[keep] for v in self.views],
+            unlabeled=self.unlabeled,
+            extras={k: v[keep] for k, v in self.extras.items()},
+        )
+
+    def to(self, device: torch.device, non_blocking: bool = True) -> Batch:
+        return Batch(
+            images=self.images.to(device, non_blocking=non_blocking),
+            labels=self.labels.to(device, non_blocking=non_blocking),
+            indices=self.indices,
+            views=[v.to(device, non_blocking=non_blocking) for v in self.views],
+            unlabeled=None if self.unlabeled is None else self.unlabeled.to(device, non_blocking),
+            extras={k: v.to(device, non_blocking=non_blocking) for k, v in self.extras.items()},
+        )
+
+
+@dataclass
+class StepOutput:
+    """What a forward returns: the scalar ``loss`` to back-propagate, per-sample
+    losses when the task has them (selection ranks them; detached), the number
+    of samples trained on, and extra scalar tensors to log (kept on device
+    until a logging step)."""
+
+    loss: torch.Tensor
+    sample_losses: torch.Tensor | None = None
+    num_samples: int = 0
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class State:
+    """Everything a hook may read or change during a run.
+
+    Hyper-parameters for the current step (``lr``, ``momentum``,
+    ``resolution``, ``aug_magnitude``) are set by ``hasten_step_start``
+    implementations; the engine applies ``lr``/``momentum`` to the optimizer.
+    ``generator`` is the run's device-side random generator (augmentation,
+    sampling); plugins that need their own randomness derive a generator from
+    ``seed`` so resumes stay exact.
+    """
+
+    config: Config
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    task: Task
+    data: DataModule
+    device: torch.device
+    flops: FlopAccountant
+    generator: torch.Generator
+    seed: int
+    total_steps: int
+    steps_per_epoch: int
+    batch_size: int
+    resolution: int
+    max_resolution: int
+    aug_magnitude: float
+    lr: float
+    momentum: float
+    rank: int = 0
+    world_size: int = 1
+    step: int = 0
+    epoch: int = 0
+    samples_seen: int = 0
+    images_loaded: int = 0
+    run_dir: str = "."
+    #: the model as the optimizer sees it (the DDP wrapper under torchrun)
+    train_model: torch.nn.Module | None = None
+    #: latest logged/evaluated scalar values, by metric name
+    metrics: dict[str, float] = field(default_factory=dict)
+    #: set when the run ends early ("nan", "signal", ...)
+    stop_reason: str | None = None
+    #: free space for plugins, keyed by plugin name
+    scratch: dict[str, Any] = field(default_factory=dict)
+    #: the plugin manager, to call hooks from plugins (e.g. ``sampling_active``)
+    hooks: Any = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done at the start of this step, in [0, 1)."""
+        return self.step / max(1, self.total_steps)
+
+    def sampling_active(self, step: int | None = None) -> bool:
+        """``hasten_sampling_active`` ANDed over plugins (True when none answers)."""
+        answers = self.hooks.hasten_sampling_active(state=self, step=self.step if step is None else step)
+        return all(answers)

@@ -1,0 +1,93 @@
+"""The task contract: how a batch becomes a loss, per sample where possible."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+import torch.distributed as dist
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import nn
+
+from hasten.config import Config, format_validation_error
+from hasten.data.augment import AugmentPolicy
+from hasten.errors import UserError
+
+if TYPE_CHECKING:
+    from hasten.accounting import FlopAccountant
+    from hasten.data.stream import DataInfo
+    from hasten.state import Batch, State, StepOutput
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Task:
+    """Base class of tasks (registered in ``REGISTRY.tasks``).
+
+    ``model`` holds every trainable module of the task (backbone, heads,
+    projectors); the optimizer trains ``model.parameters()``.
+    """
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    #: how many augmented views of each image a training step uses
+    num_views: int = 1
+
+    def __init__(self, config: Config, info: DataInfo) -> None:
+        self.config = config
+        self.info = info
+        try:
+            self.options: Any = self.Options.model_validate(config.task.options)
+        except ValidationError as exc:
+            raise UserError(format_validation_error(exc, config.task.options, prefix="task.options")) from None
+        self.model: nn.Module = nn.Identity()
+
+    # -- hooks' defaults
+    def views(self, state: State, batch: Batch) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, state: State, batch: Batch, model: nn.Module) -> StepOutput:
+        raise NotImplementedError
+
+    def evaluate(self, state: State) -> dict[str, float]:
+        return {}
+
+    def sample_losses(self, model: nn.Module, inputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Per-sample losses of ``inputs`` (selection scoring); no reduction."""
+        raise UserError(f"task {self.name!r} has no per-sample loss; selection needs task.name: classification")
+
+    def forward_flops_per_sample(self, accountant: FlopAccountant, resolution: int) -> float:
+        """Forward FLOPs of one training sample (all its views) at ``resolution``."""
+        return self.num_views * accountant.forward_per_sample(self.model, self.input_shape(resolution))
+
+    def input_shape(self, resolution: int) -> tuple[int, ...]:
+        if self.info.resolution == 0:  # vector data
+            return (self.info.channels,)
+        return (self.info.channels, resolution, resolution)
+
+    # -- helpers
+    def augment_policy(self, default: str = "classification") -> AugmentPolicy:
+        aug = self.config.data.augment
+        preset = aug.preset if "preset" in aug.model_fields_set else default
+        if preset == "simclr":
+            policy = AugmentPolicy.simclr()
+        elif preset == "none":
+            policy = AugmentPolicy(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip=0.0)
+        else:
+            policy = AugmentPolicy()
+        changes = {
+            k: getattr(aug, k)
+            for k in ("crop_scale", "flip", "color_jitter", "grayscale", "blur", "solarize")
+            if getattr(aug, k) is not None
+        }
+        return dataclasses.replace(policy, **changes) if changes else policy
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over ranks (no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
