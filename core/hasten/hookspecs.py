@@ -204,6 +204,18 @@ def hasten_step_metrics(state: State) -> dict[str, float] | None:
     loss quantiles). Called only on logging steps; results are merged."""
 
 
+@hookspec
+def hasten_plan_step(state: State, step: int, batch_size: int) -> dict[str, float] | None:
+    """For ``hasten estimate`` (no training): the overhead FLOPs this plugin
+    would add at ``step``, as ``{overhead_name: flops}``.
+
+    Called once per planned step after ``hasten_step_start`` set that step's
+    hyper-parameters (``state.step == step``); ``batch_size`` is what the
+    stream would deliver (``hasten_batch_size``). Must run no model. Results
+    are merged by summing equal keys.
+    """
+
+
 # ------------------------------------------------------------------ evaluation
 @hookspec
 def hasten_evaluate(state: State) -> dict[str, float] | None:
