@@ -318,6 +318,9 @@ class Trainer:
                 if ckpt_every and finished % ckpt_every == 0 and finished != state.total_steps:
                     self._check_finite(bad_step)
                     self.save_checkpoint()
+                if state.should_stop is not None:
+                    state.stop_reason = state.should_stop
+                    break
             self._check_finite(bad_step)
             self._evaluate()
             if ckpt_every:

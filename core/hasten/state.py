@@ -115,6 +115,11 @@ class State:
     metrics: dict[str, float] = field(default_factory=dict)
     #: set when the run ends early ("nan", "signal", ...)
     stop_reason: str | None = None
+    #: a plugin sets this (a reason) to end training gracefully after the current step
+    should_stop: str | None = None
+    #: length of the LR warm-up in steps, published by whoever owns the LR schedule
+    #: in ``hasten_setup`` (the core schedule or a plugin such as f1clr); 0 = none
+    warmup_steps: int = 0
     #: free space for plugins, keyed by plugin name
     scratch: dict[str, Any] = field(default_factory=dict)
     #: the plugin manager, to call hooks from plugins (e.g. ``sampling_active``)

@@ -42,6 +42,10 @@ class Defaults(Plugin):
     def hasten_evaluate(self, state: State) -> dict[str, float]:
         return state.task.evaluate(state)
 
+    @hookimpl(tryfirst=True)
+    def hasten_step_end(self, state: State, output: StepOutput) -> None:
+        state.task.after_optimizer_step(state)
+
 
 class Schedule(Plugin):
     """The core LR schedule (``schedule:``) and constant momentum (``optim.momentum``).
@@ -72,6 +76,8 @@ class Schedule(Plugin):
             self.warmup_steps = round(sched.warmup_fraction * state.total_steps)
         elif sched.warmup_steps is not None:
             self.warmup_steps = sched.warmup_steps
+        if self.lr_owner is None:
+            state.warmup_steps = self.warmup_steps if sched.name == "warmup_cosine" else 0
         if sched.name == "warmup_cosine" and not 0 < self.warmup_steps < state.total_steps:
             raise UserError(
                 f"schedule.warmup_steps: warmup_cosine needs 0 < warm-up < {state.total_steps} total steps, "

@@ -55,6 +55,9 @@ class Task:
     def evaluate(self, state: State) -> dict[str, float]:
         return {}
 
+    def after_optimizer_step(self, state: State) -> None:
+        """After each optimizer step (momentum encoders update here)."""
+
     def sample_losses(self, model: nn.Module, inputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Per-sample losses of ``inputs`` (selection scoring); no reduction."""
         raise UserError(f"task {self.name!r} has no per-sample loss; selection needs task.name: classification")
