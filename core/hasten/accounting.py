@@ -15,6 +15,7 @@ name and kept separate from training FLOPs.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -29,7 +30,9 @@ def count_forward_flops(module: nn.Module, example: torch.Tensor | tuple[torch.T
     Runs in eval mode under no_grad and restores the module's mode, so no
     buffer (e.g. BatchNorm running statistics) changes.
     """
-    from fvcore.nn import FlopCountAnalysis
+    with warnings.catch_warnings():  # fvcore's import uses torch.jit.script, deprecated in torch 2.14
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
 
     inputs = example if isinstance(example, tuple) else (example,)
     was_training = module.training

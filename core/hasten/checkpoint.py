@@ -10,10 +10,13 @@ any moment leaves either the old or the new checkpoint, never half of one.
 from __future__ import annotations
 
 import os
+import random
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from hasten.errors import UserError
@@ -40,10 +43,15 @@ def save_atomic(blob: dict[str, Any], path: Path) -> None:
         os.close(dir_fd)
 
 
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    """Where the checkpoint written after ``step`` optimizer steps lives."""
+    return checkpoint_dir(run_dir) / f"step-{step:09d}.pt"
+
+
 def write_checkpoint(run_dir: str | Path, step: int, blob: dict[str, Any], keep: int) -> Path:
     """Write ``step-<step>.pt`` atomically and prune all but the newest ``keep``."""
     folder = checkpoint_dir(run_dir)
-    path = folder / f"step-{step:09d}.pt"
+    path = checkpoint_path(run_dir, step)
     save_atomic(blob, path)
     existing = sorted(p for p in folder.iterdir() if _NAME.match(p.name))
     for old in existing[:-keep]:
@@ -56,7 +64,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     checkpoint raises :class:`UserError` naming it."""
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "refused"
+    except Exception as exc:  # any unpickling failure means "refused"
         raise UserError(f"{path}: not a loadable hasten checkpoint (refused by the safe loader: {exc})") from None
     if not isinstance(blob, dict) or "step" not in blob or "model" not in blob:
         raise UserError(f"{path}: not a hasten checkpoint (no step/model entries)")
@@ -65,13 +73,58 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest checkpoint of ``run_dir`` that loads, or None."""
+    found = load_latest(run_dir)
+    return None if found is None else found[0]
+
+
+def load_latest(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint of ``run_dir`` that loads, with its content; older
+    ones are tried when the newest is unreadable (e.g. truncated by a full disk)."""
     folder = checkpoint_dir(run_dir)
     if not folder.is_dir():
         return None
     for path in sorted((p for p in folder.iterdir() if _NAME.match(p.name)), reverse=True):
         try:
-            load_checkpoint(path)
-        except UserError:
-            continue
-        return path
+            return path, load_checkpoint(path)
+        except UserError as exc:
+            print(f"warning: skipping checkpoint {path}: {exc}", file=sys.stderr)
     return None
+
+
+def has_checkpoints(run_dir: str | Path) -> bool:
+    folder = checkpoint_dir(run_dir)
+    return folder.is_dir() and any(_NAME.match(p.name) for p in folder.iterdir())
+
+
+def rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """Every random generator a run draws from, as plain tensors and numbers.
+
+    The run's ``generator``, torch's global CPU (and CUDA) generator, and the
+    ``random`` and ``numpy`` global generators (plugins may use them). numpy's
+    state becomes a tensor so that the checkpoint still loads with ``weights_only``.
+    """
+    numpy_state: Any = np.random.get_state()  # the legacy tuple ("MT19937", keys, pos, has_gauss, cached)
+    _kind, keys, pos, has_gauss, cached = numpy_state
+    state: dict[str, Any] = {
+        "generator": generator.get_state(),
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "python_gauss": random.getstate()[2],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], generator: torch.Generator, device: torch.device) -> None:
+    """Restore what :func:`rng_state` captured."""
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+    random.setstate((3, tuple(int(v) for v in state["python"]), state.get("python_gauss")))
+    numpy = state["numpy"]
+    np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
+                         numpy["cached_gaussian"]))

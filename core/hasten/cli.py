@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except TrainingStopped as exc:
         print(f"training stopped: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code  # 1; 128 + signal number after SIGINT/SIGTERM (TrainingInterrupted)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -39,6 +39,8 @@ class RunConfig(Section):
     deterministic: bool = True
     progress: bool = True
     threads: int | None = Field(None, gt=0)
+    #: debugging: each rank writes the dataset indices and losses of its steps to run_dir/indices-rank<r>.pt
+    record_indices: bool = False
 
     @model_validator(mode="after")
     def _one_length(self) -> RunConfig:
@@ -148,6 +150,9 @@ class TrackingConfig(Section):
     #: log asynchronously in batches so a slow server never slows a step
     asynchronous: bool = True
     artifacts: bool = True
+    #: seconds the end of a run waits for an unreachable server before writing
+    #: the unsent data to RUN_DIR/tracking-fallback.jsonl (`hasten sync` sends it)
+    flush_timeout: float = Field(120.0, ge=0)
 
 
 class Config(Section):

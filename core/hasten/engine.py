@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import math
 import os
+import random
+import signal
+import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
@@ -17,16 +21,26 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from hasten.accounting import FlopAccountant
-from hasten.checkpoint import latest_checkpoint, load_checkpoint, write_checkpoint
+from hasten.checkpoint import (
+    checkpoint_path,
+    has_checkpoints,
+    load_checkpoint,
+    load_latest,
+    rng_state,
+    set_rng_state,
+    write_checkpoint,
+)
 from hasten.config import Config
 from hasten.data.module import DataModule
-from hasten.errors import TrainingStopped, UserError
+from hasten.errors import TrainingInterrupted, TrainingStopped, UserError
 from hasten.plugins import PluginSet, provided_capabilities
 from hasten.registry import REGISTRY
+from hasten.rundir import RunDirLock, elastic_restart_count, elastic_run_dir
 from hasten.state import Batch, State, StepOutput
 
 
@@ -65,6 +79,9 @@ def make_run_dir(config: Config, resume: bool | str) -> Path:
         return Path(resume)
     if config.run.run_dir:
         return Path(config.run.run_dir)
+    elastic = elastic_run_dir(config.run.output_dir, config.run.name)  # torchrun --max-restarts: no timestamp
+    if elastic is not None:
+        return elastic
     out = Path(config.run.output_dir)
     if resume:
         candidates = sorted(out.glob(f"{config.run.name}-*"))
@@ -101,7 +118,14 @@ class Trainer:
         extra_builtins: Iterable[object] = (),
     ) -> None:
         self.config = config
-        self.resume = resume
+        # A worker restarted by torchrun's elastic agent (--max-restarts) continues the same run.
+        self.resume: bool | str = resume or elastic_restart_count() > 0
+        self.lock: RunDirLock | None = None  # rank 0 owns the run directory while it trains
+        self._signal = 0  # SIGINT/SIGTERM received: checkpoint after this step, then stop
+        self._previous_handlers: dict[int, Any] = {}
+        self._losses: list[torch.Tensor] = []  # this process's per-step losses (device tensors)
+        self._loss_prefix: list[torch.Tensor] = []  # the restored tail of the loss window, after a resume
+        self._record: dict[str, Any] | None = None  # run.record_indices
         # Plugins are validated before any work: a bad config fails in milliseconds.
         enabled_caps = _enabled_capabilities(config)
         self.plugins = PluginSet.build(
@@ -123,11 +147,16 @@ class Trainer:
         if device.type == "cuda" and world_size > 1:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(device)
+        run_dir = self._claim_run_dir(rank, world_size)
         if run.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         data = DataModule(config, rank=rank, world_size=world_size)
         torch.manual_seed(run.seed)  # model initialisation
+        # Plugins may draw from Python's and numpy's global generators: seed them too (per rank), so that
+        # a run is reproducible and a checkpoint's copy of their state is the uninterrupted run's.
+        random.seed(run.seed + rank)
+        np.random.seed((run.seed + rank) % 2**32)
         task_cls = REGISTRY.tasks.get(config.task.name, key="task.name")
         task = task_cls(config, data.info)
         model = task.model.to(device)
@@ -138,8 +167,8 @@ class Trainer:
             total_steps = run.max_steps
         else:
             total_steps = max(1, math.ceil((run.epochs or 1.0) * data.steps_per_epoch))
-        generator = torch.Generator(device=device).manual_seed(run.seed)
-        run_dir = make_run_dir(config, self.resume)
+        # Each rank draws its own augmentation randomness (rank 0 keeps run.seed: single-process parity).
+        generator = torch.Generator(device=device).manual_seed(run.seed + 1_000_003 * rank)
         state = State(
             config=config,
             model=model,
@@ -167,67 +196,214 @@ class Trainer:
         if world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            state.train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        if rank == 0:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            state.train_model = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
         self.hooks.hasten_setup(state=state)
         return state
 
+    def _claim_run_dir(self, rank: int, world_size: int) -> Path:
+        """Rank 0 picks the run directory, locks it and checks it may start there; all ranks get its answer."""
+        run_dir: Path | None = None
+        problem: str | None = None
+        if rank == 0:
+            try:
+                run_dir = make_run_dir(self.config, self.resume)
+                run_dir.mkdir(parents=True, exist_ok=True)
+                self.lock = RunDirLock(run_dir).acquire()
+                if not self.resume and has_checkpoints(run_dir):
+                    self.lock.release()
+                    raise UserError(
+                        f"run directory {run_dir} already holds checkpoints of an earlier run; continue it with "
+                        f"`hasten train CONFIG --resume {run_dir}` or choose another run.run_dir"
+                    )
+            except UserError as exc:
+                problem = str(exc)
+        if world_size > 1:  # one decision for every rank (a timestamped name could differ between processes)
+            shared = [None if run_dir is None else str(run_dir), problem]
+            dist.broadcast_object_list(shared, src=0)
+            run_dir, problem = (None if shared[0] is None else Path(shared[0])), shared[1]
+        if problem is not None or run_dir is None:
+            raise UserError(problem or "no run directory")
+        return run_dir
+
     # ------------------------------------------------------------- checkpoints
-    def checkpoint_blob(self) -> dict[str, Any]:
+    def _rank_blob(self) -> dict[str, Any]:
+        """This process's part of a checkpoint: what differs between ranks and an exact resume needs."""
         state = self.state
         plugin_blobs: dict[str, Any] = {}
         for part in self.hooks.hasten_state_dict(state=state):
             plugin_blobs.update(part or {})
-        blob: dict[str, Any] = {
+        recent = (self._loss_prefix + self._losses)[-self.config.run.log_every :]
+        return _to_cpu({
+            "rng": rng_state(state.generator, state.device),
+            "images_loaded": state.images_loaded,
+            "unlabeled_loaded": int(state.scratch.get("engine/unlabeled_loaded", 0)),
+            # the losses of the current logging window, so the next logged train/loss is the same
+            "recent_losses": torch.stack(recent) if recent else torch.zeros(0),
+            "task": state.task.state_dict(),
+            "plugins": plugin_blobs,
+        })
+
+    def checkpoint_blob(self) -> dict[str, Any] | None:
+        """The checkpoint content on rank 0, None on the other ranks.
+
+        Collective under torchrun: every rank's part (random generators, stream
+        positions, plugin and task state) is gathered into ``ranks``; the model
+        and optimizer are the same on every rank (DDP) and saved once.
+        """
+        state = self.state
+        mine = self._rank_blob()
+        parts: list[Any] = [mine]
+        if state.world_size > 1:
+            parts = [None] * state.world_size if state.is_main else []
+            dist.gather_object(mine, parts if state.is_main else None, dst=0)
+        if not state.is_main:
+            return None
+        return {
             "step": state.step,
             "epoch": state.epoch,
             "samples_seen": state.samples_seen,
             "images_loaded": state.images_loaded,
-            "unlabeled_loaded": int(state.scratch.get("engine/unlabeled_loaded", 0)),
+            "world_size": state.world_size,
             "model": state.model.state_dict(),
+            "task": mine["task"],
             "optimizer": state.optimizer.state_dict(),
-            "generator": state.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
             "flops": state.flops.state_dict(),
-            "plugins": plugin_blobs,
+            "metrics": dict(state.metrics),
+            "plugins": mine["plugins"],
+            "ranks": parts,
         }
-        if state.device.type == "cuda":
-            blob["cuda_rng"] = torch.cuda.get_rng_state(state.device)
-        return blob
 
     def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint of the finished ``state.step`` (rank 0 writes; every rank must call it)."""
         state = self.state
-        if not state.is_main:
-            return None
-        path = write_checkpoint(state.run_dir, state.step, self.checkpoint_blob(), self.config.run.keep_checkpoints)
+        blob = self.checkpoint_blob()
+        path = checkpoint_path(state.run_dir, state.step)
         state.scratch["engine/last_checkpoint"] = str(path)
+        if blob is None:
+            return None
+        write_checkpoint(state.run_dir, state.step, blob, self.config.run.keep_checkpoints)
+        if self._record is not None:
+            self._record["checkpoints"].append(state.step)
         return path
 
-    def restore(self, path: str | Path) -> None:
+    def restore(self, source: str | Path | dict[str, Any]) -> None:
+        """Continue from a checkpoint (a path, or its loaded content)."""
         state = self.state
-        blob = load_checkpoint(path)
+        blob = source if isinstance(source, dict) else load_checkpoint(source)
         state.model.load_state_dict(blob["model"])
         state.optimizer.load_state_dict(blob["optimizer"])
-        state.generator.set_state(blob["generator"])
-        torch.set_rng_state(blob["torch_rng"])
-        if "cuda_rng" in blob and state.device.type == "cuda":
-            torch.cuda.set_rng_state(blob["cuda_rng"], state.device)
         state.step = int(blob["step"])
         state.epoch = int(blob["epoch"])
         state.samples_seen = int(blob["samples_seen"])
-        state.images_loaded = int(blob["images_loaded"])
-        state.scratch["engine/unlabeled_loaded"] = int(blob.get("unlabeled_loaded", 0))
         state.flops.load_state_dict(blob["flops"])
-        self.hooks.hasten_load_state_dict(state=state, blob=blob["plugins"])
+        state.metrics.update(blob.get("metrics", {}))
+        saved_world = int(blob.get("world_size", 1))
+        ranks = blob["ranks"]
+        if saved_world == state.world_size:
+            mine = ranks[state.rank]
+            set_rng_state(mine["rng"], state.generator, state.device)
+            state.images_loaded = int(mine["images_loaded"])
+            state.scratch["engine/unlabeled_loaded"] = int(mine["unlabeled_loaded"])
+            self._loss_prefix = list(mine["recent_losses"].to(state.device).unbind(0))
+        else:
+            # An elastic job came back with another number of processes: continue at the same global data
+            # position; the random streams restart from the seeds, so this resume is not bit-exact.
+            mine = ranks[0]
+            state.images_loaded = int(blob["images_loaded"]) * saved_world // state.world_size
+            state.scratch["engine/unlabeled_loaded"] = int(mine["unlabeled_loaded"]) * saved_world // state.world_size
+            if state.is_main:
+                print(
+                    f"warning: resuming a {saved_world}-process checkpoint with {state.world_size} processes: "
+                    "same data position, fresh random streams (not bit-identical to an uninterrupted run)",
+                    file=sys.stderr,
+                )
+        state.task.load_state_dict(mine.get("task", blob.get("task", {})))
+        self.hooks.hasten_load_state_dict(state=state, blob=mine["plugins"])
+
+    def _load_latest(self) -> dict[str, Any] | None:
+        """The newest valid checkpoint of the run directory; rank 0 reads it and sends it to the
+        other ranks (multi-node runs need no shared file system)."""
+        state = self.state
+        found = load_latest(state.run_dir) if state.is_main else None
+        if state.world_size > 1:
+            shared = [found]
+            dist.broadcast_object_list(shared, src=0)
+            found = shared[0]
+        if found is None:
+            if state.is_main:
+                print(f"warning: --resume: no checkpoint in {state.run_dir}; starting from step 0", file=sys.stderr)
+            return None
+        path, blob = found
+        state.scratch["engine/last_checkpoint"] = str(path)
+        if state.is_main:
+            print(f"resuming from {path} (step {blob['step']})", file=sys.stderr)
+        return blob
+
+    # ------------------------------------------------------------------ signals
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signal = signum
+        # A second signal of the same kind acts at once (SIGINT: KeyboardInterrupt, SIGTERM: terminate).
+        signal.signal(signum, self._previous_handlers.get(signum, signal.SIG_DFL))
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # Python delivers signals to the main thread only
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+
+    def _restore_signal_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous_handlers.clear()
+
+    def _interrupt(self, sync_step: bool) -> int:
+        """The signal to stop for after this step (0: go on).
+
+        Under torchrun all ranks must stop after the same step (the checkpoint
+        is collective), so they agree by a one-number all_reduce on logging and
+        checkpoint steps only, where the loop synchronises anyway: a signal acts
+        within ``run.log_every`` steps. A single process acts after the current step.
+        """
+        state = self.state
+        if state.world_size == 1:
+            return self._signal
+        if not sync_step:
+            return 0
+        flag = torch.tensor([self._signal], dtype=torch.long, device=state.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item())
+
+    def _write_record(self, first_step: int) -> None:
+        """run.record_indices: what this rank trained on, for tests and debugging."""
+        state, record = self.state, self._record
+        if record is None:
+            return
+        params = torch.cat([p.detach().double().flatten().cpu() for p in state.model.parameters()])
+        torch.save(
+            {
+                "rank": state.rank,
+                "world_size": state.world_size,
+                "pid": os.getpid(),
+                "steps": list(range(first_step, state.step)),
+                "indices": record["indices"],
+                "losses": torch.stack(self._losses).cpu() if self._losses else torch.zeros(0),
+                "logged": record["logged"],
+                "checkpoints": record["checkpoints"],
+                "param_sum": float(params.sum()),
+                "param_abs_sum": float(params.abs().sum()),
+            },
+            Path(state.run_dir) / f"indices-rank{state.rank}.pt",
+        )
 
     # ------------------------------------------------------------------- loop
     def fit(self) -> RunResult:
         state, hooks, config = self.state, self.hooks, self.config
         if self.resume:
-            found = latest_checkpoint(state.run_dir)
-            if found is not None:
-                self.restore(found)
+            blob = self._load_latest()
+            if blob is not None:
+                self.restore(blob)
         pin = state.device.type == "cuda"
         # Images a rank has consumed (the stream position); resumes restart there.
         stream: Iterator[Batch] = state.data.train_stream(
@@ -248,11 +424,15 @@ class Trainer:
             else nullcontext()
         )
         channels_last = config.run.channels_last and state.device.type == "cuda"
-        losses: list[torch.Tensor] = []
+        losses = self._losses
         bad_step = torch.full((), -1, dtype=torch.long, device=state.device)
         started = time.perf_counter()
         window_start, window_samples = started, 0
+        first_step = state.step
+        if config.run.record_indices:
+            self._record = {"indices": [], "logged": {}, "checkpoints": []}
         hooks.hasten_fit_start(state=state)
+        self._install_signal_handlers()
         try:
             while state.step < state.total_steps:
                 step = state.step
@@ -269,6 +449,8 @@ class Trainer:
 
                 batch = next(stream).to(state.device)
                 state.images_loaded += len(batch)
+                if self._record is not None:
+                    self._record["indices"].append(batch.indices.cpu().clone())
                 if unlabeled is not None:
                     batch.unlabeled = next(unlabeled).to(state.device)
                     state.scratch["engine/unlabeled_loaded"] = (
@@ -303,21 +485,32 @@ class Trainer:
                 if finished % log_every == 0 or finished == state.total_steps:
                     self._check_finite(bad_step)
                     now = time.perf_counter()
-                    metrics = self._train_metrics(output, losses[-log_every:], window_samples / max(now - window_start, 1e-9))
+                    window = losses[-log_every:]
+                    if len(window) < log_every and self._loss_prefix:  # resumed inside a logging window
+                        window = (self._loss_prefix + losses)[-log_every:]
+                    metrics = self._train_metrics(output, window, window_samples / max(now - window_start, 1e-9))
                     window_start, window_samples = now, 0
                     for extra in hooks.hasten_step_metrics(state=state):
                         metrics.update(extra or {})
                     state.metrics.update(metrics)
                     if state.is_main:
                         hooks.hasten_log(state=state, metrics=metrics, step=step)
+                        if self._record is not None:
+                            self._record["logged"][step] = dict(metrics)
                 if finished % state.steps_per_epoch == 0:
                     hooks.hasten_epoch_end(state=state)
                 state.step = finished
                 if finished % eval_every == 0 and finished != state.total_steps:
+                    self._check_finite(bad_step)  # never evaluate (and log) non-finite weights
                     self._evaluate()
                 if ckpt_every and finished % ckpt_every == 0 and finished != state.total_steps:
                     self._check_finite(bad_step)
                     self.save_checkpoint()
+                if finished != state.total_steps:
+                    sync_step = finished % log_every == 0 or bool(ckpt_every and finished % ckpt_every == 0)
+                    signum = self._interrupt(sync_step)
+                    if signum:
+                        self._stop_for_signal(signum, bad_step)
                 if state.should_stop is not None:
                     state.stop_reason = state.should_stop
                     break
@@ -329,7 +522,13 @@ class Trainer:
             state.stop_reason = str(stop)
             raise
         finally:
-            hooks.hasten_fit_end(state=state)
+            self._restore_signal_handlers()
+            try:
+                self._write_record(first_step)
+                hooks.hasten_fit_end(state=state)
+            finally:
+                if self.lock is not None:
+                    self.lock.release()
         return RunResult(
             metrics=dict(state.metrics),
             steps=state.step,
@@ -340,8 +539,32 @@ class Trainer:
             state=state,
         )
 
+    def _stop_for_signal(self, signum: int, bad_step: torch.Tensor) -> None:
+        """SIGINT/SIGTERM: checkpoint the finished step (unless just written), then stop."""
+        state = self.state
+        self._check_finite(bad_step)
+        path = checkpoint_path(state.run_dir, state.step)
+        if state.scratch.get("engine/last_checkpoint") != str(path):
+            self.save_checkpoint()
+        name = signal.Signals(signum).name
+        raise TrainingInterrupted(
+            f"{name} received: stopped after step {state.step} of {state.total_steps}, checkpoint {path}; "
+            f"continue with `hasten train CONFIG --resume {state.run_dir}`",
+            step=state.step,
+            checkpoint=str(path),
+            signum=signum,
+        )
+
     def _check_finite(self, bad_step: torch.Tensor) -> None:
-        first_bad = int(bad_step.item())
+        if self.state.world_size > 1:
+            # Every rank must stop at the same check (a rank left behind would wait in the next collective):
+            # agree on the earliest bad step of any rank.
+            never = torch.iinfo(torch.long).max
+            first = torch.where(bad_step < 0, never, bad_step).reshape(1)
+            dist.all_reduce(first, op=dist.ReduceOp.MIN)
+            first_bad = -1 if int(first.item()) == never else int(first.item())
+        else:
+            first_bad = int(bad_step.item())
         if first_bad >= 0:
             last = self.state.scratch.get("engine/last_checkpoint")
             raise TrainingStopped(
@@ -369,10 +592,20 @@ class Trainer:
         }
         metrics.update({f"train/{k}": v for k, v in zip(output.metrics, host[1:], strict=True)})
         metrics.update(state.flops.metrics())
+        if self.config.data.skip_corrupt:  # unreadable files skipped so far, all ranks together
+            skipped = torch.tensor([float(len(state.data.skipped_files))], device=state.device)
+            if state.world_size > 1:
+                dist.all_reduce(skipped)
+            metrics["data/skipped_files"] = float(skipped.item())
         return metrics
 
     def _evaluate(self) -> None:
         state = self.state
+        if state.world_size > 1:
+            # BatchNorm running statistics are updated per rank by the last forward; DDP would send rank 0's
+            # at the next one. Send them now, so every shard is evaluated with the weights a checkpoint holds.
+            for buffer in state.model.buffers():
+                dist.broadcast(buffer, src=0)
         merged: dict[str, float] = {}
         for result in self.hooks.hasten_evaluate(state=state):
             merged.update(result or {})
@@ -380,6 +613,19 @@ class Trainer:
             state.metrics.update(merged)
             if state.is_main:
                 self.hooks.hasten_log(state=state, metrics=merged, step=state.step - 1)
+                if self._record is not None:
+                    self._record["logged"].setdefault(state.step - 1, {}).update(merged)
+
+
+def _to_cpu(value: Any) -> Any:
+    """``value`` with every tensor moved to the CPU (checkpoint parts travel between processes)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
 
 
 def _enabled_capabilities(config: Config) -> dict[str, str]:

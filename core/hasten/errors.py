@@ -24,3 +24,20 @@ class TrainingStopped(Exception):
         super().__init__(message)
         self.step = step
         self.checkpoint = checkpoint
+
+    #: the CLI's exit status
+    exit_code = 1
+
+
+class TrainingInterrupted(TrainingStopped):
+    """SIGINT/SIGTERM: the run wrote a checkpoint after the current step and stopped.
+
+    ``exit_code`` is 128 + the signal number (130 for SIGINT, 143 for SIGTERM),
+    the shell convention for "ended by this signal"; ``hasten train --resume``
+    continues exactly where it stopped.
+    """
+
+    def __init__(self, message: str, step: int, checkpoint: str | None, signum: int) -> None:
+        super().__init__(message, step, checkpoint)
+        self.signum = signum
+        self.exit_code = 128 + signum

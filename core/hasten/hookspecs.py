@@ -229,10 +229,13 @@ def hasten_evaluate(state: State) -> dict[str, float] | None:
 def hasten_state_dict(state: State) -> dict[str, Any] | None:
     """What a plugin needs to resume exactly, as ``{plugin_name: blob}``;
     blobs hold tensors, numbers, strings, lists and dicts only (checkpoints
-    load with ``weights_only=True``). All results are merged."""
+    load with ``weights_only=True``). All results are merged. Called on every
+    rank when a checkpoint is written (a collective step under torchrun); each
+    rank's dict is saved and handed back to the same rank on resume."""
 
 
 @hookspec
 def hasten_load_state_dict(state: State, blob: dict[str, Any]) -> None:
     """Restore from the merged dict written by ``hasten_state_dict``; each
-    plugin takes its own key. Called after ``hasten_setup`` when resuming."""
+    plugin takes its own key. Called after ``hasten_setup`` when resuming, on
+    every rank with the dict that rank saved."""

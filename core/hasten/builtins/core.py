@@ -26,6 +26,10 @@ class Defaults(Plugin):
 
     name = "defaults"
 
+    @hookimpl(tryfirst=True)
+    def hasten_setup(self, state: State) -> None:
+        state.task.setup(state)  # before plugins' set-up: the task's parts are on the device
+
     @hookimpl(trylast=True)
     def hasten_batch_size(self, state: State, step: int) -> int:
         return state.batch_size

@@ -124,7 +124,11 @@ def _color_jitter(x: Tensor, u: Tensor, strength: float) -> Tensor:
     cos, sin = angle.cos(), angle.sin()
     zeros, ones = torch.zeros_like(cos), torch.ones_like(cos)
     rotation = torch.stack(
-        [torch.stack([ones, zeros, zeros], -1), torch.stack([zeros, cos, -sin], -1), torch.stack([zeros, sin, cos], -1)],
+        [
+            torch.stack([ones, zeros, zeros], -1),
+            torch.stack([zeros, cos, -sin], -1),
+            torch.stack([zeros, sin, cos], -1),
+        ],
         dim=1,
     )
     to_yiq, to_rgb = _RGB_TO_YIQ.to(x.device), _YIQ_TO_RGB.to(x.device)

@@ -114,12 +114,17 @@ class IndexedSubset(ImageDataset):
         image, label = self.dataset[int(self.indices[index])]
         return image, -1 if self.drop_labels else label
 
-    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
+    def __getitems__(self, indices: Sequence[int]) -> tuple[Any, ...]:
+        """(images, labels) or, when the dataset has extras (e.g. depth maps), (images, labels, extras).
+
+        ``drop_labels`` removes the extras too: an unlabeled frame has no depth map either.
+        """
         rows = self.indices[torch.as_tensor(indices, dtype=torch.int64)]
-        images, labels = self.dataset.__getitems__(rows.tolist())
+        fetched = self.dataset.__getitems__(rows.tolist())
+        images, labels = fetched[0], fetched[1]
         if self.drop_labels:
-            labels = torch.full_like(labels, -1)
-        return images, labels
+            return images, torch.full_like(labels, -1)
+        return (images, labels, fetched[2]) if len(fetched) > 2 else (images, labels)
 
     @property
     def targets(self) -> Tensor:
@@ -154,7 +159,9 @@ def split_labeled(
         raise UserError(f"labeled_fraction must be in [0, 1], got {labeled_fraction}")
     if labels_per_class is not None and labels_per_class < 0:
         raise UserError(f"labels_per_class must be >= 0, got {labels_per_class}")
-    targets = dataset.targets
+    targets = getattr(dataset, "targets", None)
+    if not isinstance(targets, Tensor):  # a plain torch Dataset: read labels item by item
+        targets = torch.tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.int64)
     generator = torch.Generator().manual_seed(seed)
     labeled: list[Tensor] = []
     for cls in torch.unique(targets[targets >= 0]).tolist():

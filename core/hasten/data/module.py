@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,6 +18,13 @@ def build_dataset(
 ) -> Any:
     factory = REGISTRY.datasets.get(name, key=f"{key}.dataset")
     return factory(split=split, resolution=resolution, seed=seed, path=path, **options)
+
+
+def _is_vector_data(dataset: Any) -> bool:
+    """Whether samples are (D,) vectors; probes one sample only when the dataset says source_resolution 0."""
+    if getattr(dataset, "source_resolution", None) != 0 or len(dataset) == 0:
+        return False
+    return bool(dataset.__getitems__([0])[0].dim() == 2)
 
 
 class DataModule:
@@ -38,8 +46,21 @@ class DataModule:
             )
         self.batch_size = data.batch_size // world_size
         seed = config.run.seed
-        common = {"resolution": data.resolution, "seed": seed, "path": data.path, "options": data.options}
-        train = build_dataset(data.dataset, split="train", key="data", **common)
+        options = dict(data.options)
+        if data.skip_corrupt:  # readers that decode files per sample (imagefolder) take it as an option
+            options.setdefault("skip_corrupt", True)
+        common: dict[str, Any] = {"resolution": data.resolution, "seed": seed, "path": data.path, "options": options}
+        self.skipped_files: list[str] = []
+        try:
+            train = build_dataset(data.dataset, split="train", key="data", **common)
+        except UserError as exc:
+            # A reader that loads everything up front rejects the option: say which setting caused it.
+            if data.skip_corrupt and "skip_corrupt" not in data.options and "'skip_corrupt'" in str(exc):
+                raise UserError(
+                    f"data.skip_corrupt: dataset {data.dataset!r} reads its files when it is built, so there is "
+                    "nothing to skip per sample; allowed only with datasets that decode files lazily (imagefolder)"
+                ) from None
+            raise
         self.val = build_dataset(data.dataset, split="val", key="data", **common)
         self.unlabeled: Any = None
         self.unlabeled_batch_size = 0
@@ -49,7 +70,8 @@ class DataModule:
             labeled_idx, unlabeled_idx = split_labeled(
                 train, labeled_fraction=data.labeled_fraction, labels_per_class=data.labels_per_class, seed=seed
             )
-            self.unlabeled = IndexedSubset(train, unlabeled_idx, drop_labels=True)
+            # Every label kept (labeled_fraction 1.0) leaves no unlabeled stream.
+            self.unlabeled = IndexedSubset(train, unlabeled_idx, drop_labels=True) if unlabeled_idx else None
             train = IndexedSubset(train, labeled_idx)
         if data.unlabeled is not None:
             spec = data.unlabeled
@@ -63,12 +85,12 @@ class DataModule:
                     options=spec.options,
                     key="data.unlabeled",
                 )
-            elif self.unlabeled is None:
+            elif self.unlabeled is None and data.labeled_fraction is None and data.labels_per_class is None:
                 self.unlabeled = build_dataset(data.dataset, split="unlabeled", key="data.unlabeled", **common)
             global_unlabeled = spec.batch_size or data.batch_size
             if global_unlabeled % world_size:
                 raise UserError(f"data.unlabeled.batch_size: {global_unlabeled} is not divisible by {world_size}")
-            self.unlabeled_batch_size = global_unlabeled // world_size
+            self.unlabeled_batch_size = global_unlabeled // world_size if self.unlabeled is not None else 0
         elif self.unlabeled is not None:
             self.unlabeled_batch_size = self.batch_size
         self.train = train
@@ -79,7 +101,8 @@ class DataModule:
         self.info = DataInfo(
             num_classes=int(getattr(train, "num_classes", 0)),
             channels=int(getattr(train, "channels", 3)),
-            resolution=data.resolution,
+            # Vector data (float (N, D) samples, source_resolution 0) has no spatial size: 0.
+            resolution=0 if _is_vector_data(train) else data.resolution,
             mean=tuple(getattr(train, "mean", (0.5,) * int(getattr(train, "channels", 3)))),
             std=tuple(getattr(train, "std", (0.25,) * int(getattr(train, "channels", 3)))),
             train_size=len(train),
@@ -106,7 +129,8 @@ class DataModule:
 
             return dali_stream(self, self.train, sampler)
         return torch_stream(
-            self.train, sampler, num_workers=self.config.data.num_workers, pin_memory=pin_memory
+            self.train, sampler, num_workers=self.config.data.num_workers, pin_memory=pin_memory,
+            seed=self.config.run.seed, on_skipped=self.record_skipped,
         )
 
     def unlabeled_stream(self, *, start_step: int, start_position: int, pin_memory: bool) -> Iterator[Batch] | None:
@@ -122,7 +146,17 @@ class DataModule:
             start_step=start_step,
             start_position=start_position,
         )
-        return torch_stream(self.unlabeled, sampler, num_workers=self.config.data.num_workers, pin_memory=pin_memory)
+        return torch_stream(
+            self.unlabeled, sampler, num_workers=self.config.data.num_workers, pin_memory=pin_memory,
+            seed=self.config.run.seed + 7919, on_skipped=self.record_skipped,
+        )
 
     def val_batches(self, batch_size: int) -> Iterator[Batch]:
-        return eval_batches(self.val, batch_size, self.rank, self.world_size)
+        return eval_batches(self.val, batch_size, self.rank, self.world_size, on_skipped=self.record_skipped)
+
+    def record_skipped(self, files: list[str]) -> None:
+        """Count unreadable files a dataset skipped (``data.skip_corrupt``) and name each once on stderr."""
+        for file in files:
+            if file not in self.skipped_files:
+                self.skipped_files.append(file)
+                print(f"warning: skipped unreadable data file {file} (data.skip_corrupt)", file=sys.stderr, flush=True)

@@ -135,10 +135,10 @@ def _draw_parameters(generator: torch.Generator, count: int, difficulty: float) 
         "segment_width": uniform(0.02, 0.05, count, _DISTRACTORS),
         "segment_colour": torch.rand(count, _DISTRACTORS, 3, generator=generator),
         "segment_on": torch.rand(count, _DISTRACTORS, generator=generator) < min(1.0, 0.5 * difficulty),
-        "depth_far": uniform(4.0, 8.0, count),
+        "depth_far": uniform(5.0, 8.0, count),
         "depth_tilt": uniform(-2.0, 2.0, count),
         "depth_angle": uniform(0, 2 * math.pi, count),
-        "depth_object": uniform(1.0, 3.0, count),
+        "depth_object": uniform(1.0, 2.5, count),
     }
     return params
 
@@ -218,9 +218,10 @@ def _render(params: dict[str, Tensor], resolution: int, noise: Tensor) -> tuple[
     image = (image + noise).clamp(0, 1)
 
     depth_dir = params["depth_angle"]
+    # (x, y) projected on a unit direction lies in [-sqrt 2, sqrt 2]: tilt spans +-2 m.
     plane = params["depth_far"].view(-1, 1, 1) + params["depth_tilt"].view(-1, 1, 1) * (
         depth_dir.cos().view(-1, 1, 1) * gx + depth_dir.sin().view(-1, 1, 1) * gy
-    )
+    ) / math.sqrt(2)
     depth = plane * (1 - mask) + params["depth_object"].view(-1, 1, 1) * mask
     return image, depth.unsqueeze(1)
 
@@ -261,8 +262,8 @@ def render_scenes(
     """Render ``n`` scenes: uint8 images (n,3,R,R), int64 labels (n,) and, with
     ``with_depth``, float32 depth (n,1,R,R) in metres.
 
-    Depth: the background is a tilted plane 2-10 m away; the object (for
-    textured classes, its disc) is a fronto-parallel plate at 1-3 m; the
+    Depth: the background is a tilted plane 3-10 m away; the object (for
+    textured classes, its disc) is a fronto-parallel plate at 1-2.5 m; the
     distractor lines are painted on the background. ``difficulty`` scales the
     pixel noise (std 0.08 * difficulty), background shading and distractors.
     """

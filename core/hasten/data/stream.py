@@ -80,10 +80,16 @@ class StepBatchSampler(Sampler[list[int]]):
 
 
 class IndexedDataset(Dataset[Any]):
-    """Wraps a dataset so batches also carry their indices (and extras)."""
+    """Wraps a dataset so batches also carry their indices (and extras).
+
+    A dataset that skips unreadable files (``data.skip_corrupt``) lists them in
+    ``corrupt_files``; each batch carries the files newly skipped while it was
+    fetched (``"skipped"``), so the count survives DataLoader worker processes.
+    """
 
     def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
+        self._reported = 0  # entries of dataset.corrupt_files already reported (per process)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -99,11 +105,17 @@ class IndexedDataset(Dataset[Any]):
             fetched = (torch.stack([torch.as_tensor(x[0]) for x in items]), torch.tensor([int(x[1]) for x in items]))
         images, labels = fetched[0], fetched[1]
         extras = fetched[2] if len(fetched) > 2 else {}
+        corrupt = getattr(self.dataset, "corrupt_files", None)
+        skipped: list[str] = []
+        if corrupt is not None and len(corrupt) > self._reported:
+            skipped = list(corrupt[self._reported :])
+            self._reported = len(corrupt)
         return {
             "images": images,
             "labels": torch.as_tensor(labels, dtype=torch.long),
             "indices": torch.as_tensor(indices, dtype=torch.long),
             "extras": extras,
+            "skipped": skipped,
         }
 
 
@@ -133,8 +145,17 @@ def torch_stream(
     *,
     num_workers: int,
     pin_memory: bool,
+    seed: int = 0,
+    on_skipped: Callable[[list[str]], None] | None = None,
 ) -> Iterator[Batch]:
-    """Batches from the torch DataLoader back-end (uint8 images on the host)."""
+    """Batches from the torch DataLoader back-end (uint8 images on the host).
+
+    The loader draws its workers' base seed from its own generator (seeded by
+    ``seed``), not from torch's global one: creating the iterator must not move
+    the global random state, or a resumed run would diverge from an
+    uninterrupted one. Datasets fetch deterministically by index (augmentation
+    runs on the device with ``state.generator``), so workers need no randomness.
+    """
     loader = DataLoader(
         IndexedDataset(dataset),
         batch_sampler=sampler,
@@ -143,14 +164,26 @@ def torch_stream(
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
         prefetch_factor=2 if num_workers > 0 else None,
+        generator=torch.Generator().manual_seed(seed),
     )
     for item in loader:
+        if item["skipped"] and on_skipped is not None:
+            on_skipped(item["skipped"])
         yield to_batch(item)
 
 
-def eval_batches(dataset: Any, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
+def eval_batches(
+    dataset: Any,
+    batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    on_skipped: Callable[[list[str]], None] | None = None,
+) -> Iterator[Batch]:
     """This rank's share of ``dataset`` in order (evaluation)."""
     wrapped = IndexedDataset(dataset)
     indices = list(range(rank, len(dataset), world_size))
     for start in range(0, len(indices), batch_size):
-        yield to_batch(wrapped.__getitems__(indices[start : start + batch_size]))
+        item = wrapped.__getitems__(indices[start : start + batch_size])
+        if item["skipped"] and on_skipped is not None:
+            on_skipped(item["skipped"])
+        yield to_batch(item)

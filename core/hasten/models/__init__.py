@@ -8,7 +8,7 @@ Every model follows :class:`~hasten.models.common.Backbone`: ``num_features``,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
@@ -28,11 +28,14 @@ def build_model(
     in_channels: int,
     options: Mapping[str, Any] | None = None,
     key: str | None = None,
-) -> nn.Module:
-    """Build the registered model ``name``; ``key`` (a config path) prefixes lookup errors."""
+) -> Backbone:
+    """Build the registered model ``name``; ``key`` (a config path) prefixes lookup errors.
+
+    Typed as :class:`Backbone` (every built-in is one); a plugin's model must
+    provide the same attributes.
+    """
     builder = REGISTRY.models.get(name, key=key)
-    model: nn.Module = builder(num_classes=num_classes, in_channels=in_channels, **dict(options or {}))
-    return model
+    return cast(Backbone, builder(num_classes=num_classes, in_channels=in_channels, **dict(options or {})))
 
 
 def check_resolution(model: nn.Module, resolution: int, key: str) -> None:

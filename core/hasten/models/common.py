@@ -16,8 +16,7 @@ def reject_unknown_options(model: str, options: Mapping[str, Any], allowed: Iter
     for name in options:
         if name not in allowed_set:
             raise UserError(
-                f"model {model!r}: unknown option {name!r}; "
-                f"allowed: {', '.join(sorted(allowed_set)) or '(none)'}"
+                f"model {model!r}: unknown option {name!r}; allowed: {', '.join(sorted(allowed_set)) or '(none)'}"
             )
 
 

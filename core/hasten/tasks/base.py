@@ -58,6 +58,17 @@ class Task:
     def after_optimizer_step(self, state: State) -> None:
         """After each optimizer step (momentum encoders update here)."""
 
+    def setup(self, state: State) -> None:
+        """Once the model is on ``state.device`` (built-in Defaults' ``hasten_setup``): move the
+        task's non-trainable parts (momentum encoders, queues) there."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Task state outside ``model`` that a resume needs (momentum encoder, queue); saved by the engine."""
+        return {}
+
+    def load_state_dict(self, blob: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
     def sample_losses(self, model: nn.Module, inputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Per-sample losses of ``inputs`` (selection scoring); no reduction."""
         raise UserError(f"task {self.name!r} has no per-sample loss; selection needs task.name: classification")

@@ -1,0 +1,254 @@
+"""``hasten compare RUN_OR_CONFIG...``: cost to equal accuracy, as METHODS.md reports it.
+
+Each argument is a config file (trained now, one after another, with
+tracking on) or an MLflow run id (read from ``--uri``, default the tracking
+URI hasten uses). Everything is then read back from MLflow: the evaluation
+metric's history, and ``flops/total`` and ``time/elapsed``, which the
+tracking plugin logs at every logged step, evaluations included.
+
+The target defaults to the first run's (the baseline's) final metric. A
+run's *FLOPs-to-target* and *time-to-target* are its cumulative FLOPs and
+wall time at the first evaluation that reaches the target; speed-ups are the
+baseline's cost to target divided by the run's ("Speed-up accounting":
+baseline cost / method cost at equal accuracy, FLOPs with overhead included,
+wall time beside it). One plot shows the metric against FLOPs for all runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from hasten.errors import UserError
+
+CONFIG_SUFFIXES = (".yaml", ".yml", ".toml")
+
+
+@dataclass
+class RunCost:
+    """One run's result and costs, read from MLflow."""
+
+    label: str
+    run_id: str
+    uri: str
+    final: float
+    steps: int
+    total_flops: float
+    wall_time: float
+    curve: list[tuple[int, float, float, float]]  # (step, metric, flops/total, time/elapsed) per evaluation
+    flops_to_target: float | None = None
+    time_to_target: float | None = None
+    step_to_target: int | None = None
+    flops_speedup: float | None = None
+    time_speedup: float | None = None
+
+    def reach(self, target: float, higher_is_better: bool) -> None:
+        self.flops_to_target = self.time_to_target = self.step_to_target = None
+        for step, value, flops, elapsed in self.curve:
+            if (value >= target) if higher_is_better else (value <= target):
+                self.flops_to_target, self.time_to_target, self.step_to_target = flops, elapsed, step
+                return
+
+
+def _by_step(history: list[Any]) -> dict[int, float]:
+    """step -> value, the latest logged value where a step was logged twice (resumes)."""
+    return {m.step: m.value for m in sorted(history, key=lambda m: (m.step, m.timestamp))}
+
+
+def read_run(uri: str, run_id: str, metric: str, label: str | None = None) -> RunCost:
+    """A run's final metric, length, total cost and metric-vs-cost curve from MLflow."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        run = client.get_run(run_id)
+        values = _by_step(client.get_metric_history(run_id, metric))
+        flops = _by_step(client.get_metric_history(run_id, "flops/total"))
+        elapsed = _by_step(client.get_metric_history(run_id, "time/elapsed"))
+    except MlflowException as exc:
+        raise UserError(f"hasten compare: MLflow run {run_id!r} could not be read from {uri}: {exc.message}") from None
+    if not values:
+        raise UserError(
+            f"hasten compare: run {run_id!r} logged no {metric!r}; pick the metric with --metric "
+            f"(logged: {', '.join(sorted(run.data.metrics)) or 'none'})"
+        )
+    if not flops:
+        raise UserError(f"hasten compare: run {run_id!r} logged no flops/total (was it trained by hasten?)")
+    last = max(flops)
+    curve = [(s, v, flops[s], elapsed.get(s, math.nan)) for s, v in sorted(values.items()) if s in flops]
+    return RunCost(
+        label=label or (f"{run.info.run_name} ({run_id[:8]})" if run.info.run_name else run_id),
+        run_id=run_id,
+        uri=uri,
+        final=values[max(values)],
+        steps=last + 1,
+        total_flops=flops[last],
+        wall_time=elapsed.get(last, math.nan),
+        curve=curve,
+    )
+
+
+def train_for_compare(path: str, overrides: list[str]) -> tuple[str, str]:
+    """Train the config at ``path`` with tracking on; return (tracking URI, run id)."""
+    from hasten.config import load_config
+    from hasten.engine import train
+
+    config = load_config(path, overrides)
+    if not config.tracking.enabled:
+        config.tracking.enabled = True  # compare reads the results back from MLflow
+    result = train(config)
+    info = result.state.scratch.get("tracking", {}) if result.state is not None else {}
+    if not info.get("run_id") or info.get("unsent"):
+        raise UserError(
+            f"hasten compare: {path} trained, but its results did not reach MLflow at {info.get('uri')}; "
+            f"send them with `hasten sync {result.run_dir}` and compare the run id"
+        )
+    return str(info["uri"]), str(info["run_id"])
+
+
+def compare(
+    items: list[str],
+    *,
+    uri: str | None = None,
+    metric: str | None = None,
+    target: float | None = None,
+    lower_is_better: bool | None = None,
+    overrides: list[str] | None = None,
+    plot: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train the configs among ``items``, read every run, compute costs to target."""
+    from hasten.builtins.tracking import resolve_uri
+
+    if not items:
+        raise UserError("hasten compare: give at least one config file or MLflow run id")
+    sources: list[tuple[str | None, str, str]] = []  # (label, uri, run id); run ids are labelled by run name
+    for item in items:
+        if Path(item).suffix in CONFIG_SUFFIXES or Path(item).is_file():
+            if not Path(item).is_file():
+                raise UserError(f"hasten compare: config file {item!r} not found")
+            run_uri, run_id = train_for_compare(item, overrides or [])
+            sources.append((item, run_uri, run_id))
+        else:
+            sources.append((None, resolve_uri(uri), item))
+    if metric is None:
+        from hasten.config import EvalConfig, load_config
+
+        default_metric = str(EvalConfig.model_fields["metric"].default)
+
+        first_label, first_uri, first_id = sources[0]
+        if first_label is not None:
+            metric = load_config(first_label, overrides or []).eval.metric
+        else:
+            metric = _logged_param(first_uri, first_id, "eval.metric") or default_metric
+    runs = [read_run(u, r, metric, label=label) for label, u, r in sources]
+    higher = not (lower_is_better if lower_is_better is not None else ("loss" in metric or "error" in metric))
+    if target is None:
+        target = runs[0].final
+    for run in runs:
+        run.reach(target, higher)
+    base = runs[0]
+    for run in runs:
+        if base.flops_to_target and run.flops_to_target:
+            run.flops_speedup = base.flops_to_target / run.flops_to_target
+        if base.time_to_target and run.time_to_target:
+            run.time_speedup = base.time_to_target / run.time_to_target
+    report: dict[str, Any] = {
+        "metric": metric,
+        "target": target,
+        "higher_is_better": higher,
+        "runs": [{k: v for k, v in asdict(r).items() if k != "curve"} for r in runs],
+    }
+    if plot is not None:
+        from hasten.builtins.plots import write_compare_plot
+
+        curves = [(r.label, [c[2] for c in r.curve], [c[1] for c in r.curve]) for r in runs]
+        report["plot"] = str(write_compare_plot(curves, metric, target, plot))
+    return report
+
+
+def _logged_param(uri: str, run_id: str, key: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return MlflowClient(tracking_uri=uri).get_run(run_id).data.params.get(key)
+    except MlflowException:
+        return None
+
+
+def _num(value: float | None, fmt: str, missing: str = "not reached") -> str:
+    return missing if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+
+
+def format_table(report: dict[str, Any]) -> str:
+    from hasten.builtins.estimate import _flops
+
+    metric = report["metric"]
+    sign = ">=" if report["higher_is_better"] else "<="
+    header = ["run", f"final {metric}", "steps", "total FLOPs", "wall time", "FLOPs to target", "speed-up",
+              "time to target", "speed-up"]
+    rows = [header]
+    for run in report["runs"]:
+        rows.append([
+            run["label"],
+            f"{run['final']:.4f}",
+            str(run["steps"]),
+            _flops(run["total_flops"]),
+            _num(run["wall_time"], ".1f") + " s",
+            "not reached" if run["flops_to_target"] is None else _flops(run["flops_to_target"]),
+            _num(run["flops_speedup"], ".2f", "-") + ("x" if run["flops_speedup"] else ""),
+            "not reached" if run["time_to_target"] is None else f"{run['time_to_target']:.1f} s",
+            _num(run["time_speedup"], ".2f", "-") + ("x" if run["time_speedup"] else ""),
+        ])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [f"target: {metric} {sign} {report['target']:.4f}"
+             + (" (the first run's final value)" if report.get("target_is_default") else "")]
+    for index, row in enumerate(rows):
+        cells = [cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells))
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    lines.append("speed-up = the first run's cost to target / this run's cost to target (FLOPs include overhead)")
+    if "plot" in report:
+        lines.append(f"plot: {report['plot']}")
+    return "\n".join(lines)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    report = compare(
+        args.runs,
+        uri=args.uri,
+        metric=args.metric,
+        target=args.target,
+        lower_is_better=True if args.lower_is_better else None,
+        overrides=args.overrides,
+        plot=args.plot,
+    )
+    report["target_is_default"] = args.target is None
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_table(report))
+    return 0
+
+
+def add_compare_command(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "compare", help="train configs and/or read MLflow runs; table of cost to the baseline's accuracy, and a plot"
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN_OR_CONFIG",
+                        help="config files (trained now, in order) or MLflow run ids; the first is the baseline")
+    parser.add_argument("--uri", default=None, help="tracking URI of the run ids (default: as hasten train)")
+    parser.add_argument("--metric", default=None, help="evaluation metric (default: eval.metric, val/acc1)")
+    parser.add_argument("--target", type=float, default=None, help="target value (default: the first run's final)")
+    parser.add_argument("--lower-is-better", action="store_true", help="the metric improves downwards (losses)")
+    parser.add_argument("--plot", default="hasten-compare.png", metavar="PATH", help="PNG of metric vs FLOPs")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a value in every config given (repeatable)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(handler=cmd_compare)

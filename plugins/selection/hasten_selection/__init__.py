@@ -1,0 +1,11 @@
+"""hasten-selection: Fast Online Minibatch Selection (METHODS.md section 5).
+
+``select`` is the pure selection rule; ``hasten_selection.plugin.Selection``
+is the plugin (entry point ``selection``).
+"""
+
+from __future__ import annotations
+
+from hasten_selection.select import STRATEGIES, rank_log_coefficients, select
+
+__all__ = ["STRATEGIES", "rank_log_coefficients", "select"]

@@ -1,0 +1,101 @@
+"""The ubn plugin in real runs: data streams, errors, FLOP accounting, the report command."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import torch
+
+from hasten.data.module import DataModule
+from hasten.engine import Trainer, train
+from hasten.errors import UserError
+from hasten_ubn.report import add_report_command
+
+
+def test_labeled_fraction_splits_the_train_set_into_disjoint_streams(tiny_config) -> None:
+    config = tiny_config(plugins={"ubn": {}})
+    data = DataModule(config)
+    counts = torch.bincount(data.train.dataset.targets, minlength=10)  # the full train split
+    # 25% of each class, rounded (stratified); the rest is the unlabeled stream.
+    assert len(data.train) == int((counts.double() * 0.25).round().sum()) and len(data.unlabeled) == 256 - len(data.train)
+    assert torch.bincount(data.train.targets, minlength=10).min() >= 6  # every class keeps labels
+    assert not set(data.train.indices.tolist()) & set(data.unlabeled.indices.tolist())
+    assert bool((data.unlabeled.targets == -1).all())
+    # Both streams shard by rank: two ranks see disjoint halves of the unlabeled set.
+    seen = []
+    for rank in range(2):
+        shard = DataModule(config, rank=rank, world_size=2)
+        stream = shard.unlabeled_stream(start_step=0, start_position=0, pin_memory=False)
+        assert stream is not None and shard.unlabeled_batch_size == 8
+        seen.append({int(i) for _ in range(11) for i in next(stream).indices})
+    assert len(seen[0]) == len(seen[1]) == 88 and not seen[0] & seen[1]
+
+
+@pytest.mark.parametrize("mode", ["two_step", "joint"])
+def test_ubn_run_attaches_unlabeled_batches_and_counts_their_flops(tiny_config, mode: str) -> None:
+    trainer = Trainer(tiny_config(plugins={"ubn": {"mode": mode, "unlabeled_batch_size": 24}}))
+    result = trainer.fit()
+    state = result.state
+    assert state is not None and len(result.losses) == 4
+    assert all(torch.isfinite(torch.tensor(result.losses)))
+    per_sample = state.task.forward_flops_per_sample(state.flops, 16)
+    expected = 4 * per_sample * ((16 + 24) if mode == "two_step" else 3 * 24)
+    assert state.flops.overhead["ubn"] == pytest.approx(expected)
+    assert state.flops.train == pytest.approx(4 * 3 * 16 * per_sample)
+    assert state.scratch["engine/unlabeled_loaded"] == 4 * 24
+    # hasten estimate's planning answers the same per-step overhead.
+    ubn = trainer.plugins.get("ubn")
+    assert ubn.hasten_plan_step(state=state, step=9, batch_size=16) == {"ubn": pytest.approx(expected / 4)}
+
+
+def test_running_statistics_come_from_the_combined_batch(spiral_config) -> None:
+    """After UBN training, the running mean of the first BN layer matches the combined data's, not the labeled's."""
+    result = train(spiral_config(run={"max_steps": 60}, plugins={"ubn": {}}))
+    bn_result = train(spiral_config(run={"max_steps": 60}))
+    for res, which in ((result, "combined"), (bn_result, "labeled")):
+        model = res.state.model
+        data = res.state.data
+        x = torch.cat([data.train.images, data.unlabeled.images]) if which == "combined" else data.train.images
+        with torch.no_grad():
+            features = model.body[0](x)
+        # Running statistics (momentum 0.1, 60 steps of fixed inputs at a decaying LR) track the batch mean.
+        error = (model.body[1].running_mean - features.mean(0)).abs().max()
+        assert float(error) < 0.05 * float(features.std(0).mean()) + 1e-3, which
+
+
+def test_errors_name_the_key(spiral_config, tiny_config) -> None:
+    with pytest.raises(UserError, match=r"plugins.ubn: needs an unlabeled stream: set data.unlabeled"):
+        Trainer(tiny_config(data={"labeled_fraction": None}, plugins={"ubn": {}}))
+    with pytest.raises(UserError, match=r"plugins.ubn: model 'mlp' has no BatchNorm layer"):
+        Trainer(spiral_config(model={"name": "mlp", "options": {"batchnorm": False}}, plugins={"ubn": {}}))
+    with pytest.raises(UserError, match=r"plugins.ubn.layers: \['head\*'\] match no BatchNorm layer"):
+        Trainer(spiral_config(plugins={"ubn": {"layers": ["head*"]}}))
+    with pytest.raises(UserError, match=r"plugins.ubn.mode"):
+        Trainer(spiral_config(plugins={"ubn": {"mode": "both"}}))
+    with pytest.raises(UserError, match=r"plugins.ubn.unlabeled_batch_size: 32 differs from data.unlabeled.batch_size"):
+        Trainer(spiral_config(plugins={"ubn": {"unlabeled_batch_size": 32}}))
+    with pytest.raises(UserError, match=r"leaves no unlabeled samples"):
+        Trainer(tiny_config(data={"labeled_fraction": 1.0}, plugins={"ubn": {}}))
+
+
+def test_ubn_report_prints_table_2_1(spiral_config, tmp_path: Path, capsys) -> None:
+    config = spiral_config(run={"max_steps": 20, "checkpoint_every": 20}, plugins={"ubn": {}})
+    result = train(config)
+    checkpoint = next((Path(result.run_dir) / "checkpoints").iterdir())
+    config_file = tmp_path / "spiral.yaml"
+    import yaml
+
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    parser = argparse.ArgumentParser()
+    add_report_command(parser.add_subparsers())
+    args = parser.parse_args(["ubn-report", str(config_file), "--checkpoint", str(checkpoint), "--json"])
+    assert args.handler(args) == 0
+    import json
+
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["layer"] for r in rows] == ["body.1", "body.4", "body.7", "body.10"]
+    for row in rows:
+        assert row["features"] == 64 and 0.0 <= row["ks_fraction"] <= 1.0 and row["wasserstein"] > 0
+        assert -1.0 <= row["pearson"] <= 1.0 and row["kl"] >= 0 and row["reverse_kl"] >= 0
