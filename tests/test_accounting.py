@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import hasten
 import pytest
 import torch
 import torchvision
+from torch.utils.flop_counter import FlopCounterMode
+
+import hasten
 from hasten.accounting import BACKWARD_FACTOR, FlopAccountant, count_forward_flops
 from hasten.engine import train
 from hasten.plugins import register_plugin, unregister_plugin
-from torch.utils.flop_counter import FlopCounterMode
 
 
 @pytest.mark.parametrize("resolution", [32, 64, 128])

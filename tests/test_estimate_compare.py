@@ -6,15 +6,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-import hasten
 import pytest
 import yaml
 from conftest import tiny_config_dict
+from pydantic import BaseModel, ConfigDict, Field
+
+import hasten
 from hasten.cli import main as cli_main
 from hasten.config import validate_config
 from hasten.engine import train
 from hasten.plugins import register_plugin, unregister_plugin
-from pydantic import BaseModel, ConfigDict, Field
 
 
 class TwoStageResolution(hasten.Plugin):

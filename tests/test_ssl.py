@@ -284,3 +284,39 @@ def test_extra_targets_loss_is_the_mean_of_all_terms(method):
     expected = 2 * loss.scale * torch.stack(terms).mean(0)
     ours = loss.extra_target_losses(Embeddings(online, target), extra)
     assert ours.tolist() == pytest.approx(expected.tolist(), abs=1e-12)
+
+
+# ---------------------------------------------------------------- linear probe
+def test_linear_layer_separates_separable_features():
+    from hasten.builtins.linear_probe import train_linear
+
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 16, generator=generator) * 3
+    labels = torch.arange(200) % 4
+    features = centres[labels] + torch.randn(200, 16, generator=generator)
+    layer = train_linear(features, labels, 4, epochs=20, lr=0.1, batch_size=32, seed=0)
+    assert layer(features).argmax(1).eq(labels).float().mean().item() > 0.97
+
+
+def test_linear_probe_command(tiny_config, tmp_path, capsys):
+    import re
+
+    import yaml
+
+    from hasten.cli import main
+
+    config = ssl_config(tiny_config, "simsiam", steps=2, run={"checkpoint_every": 2})
+    train(config)
+    checkpoint = latest_checkpoint(config.run.run_dir)
+    path = tmp_path / "ssl.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    assert main(["linear-probe", str(path), "--checkpoint", str(checkpoint), "--epochs", "5"]) == 0
+    printed = capsys.readouterr().out
+    accuracy = float(re.search(r"linear probe top-1: ([0-9.]+)", printed).group(1))
+    assert 0.0 <= accuracy <= 1.0 and "checkpoint step 2" in printed
+    # A checkpoint of another model is refused with the flag named.
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({**config.model_dump(mode="json"), "model": {"name": "small_resnet",
+                                                                                "options": {"width": 4}}}))
+    assert main(["linear-probe", str(other), "--checkpoint", str(checkpoint)]) == 2
+    assert "--checkpoint" in capsys.readouterr().err

@@ -9,16 +9,17 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-import hasten
 import pytest
 import torch
 from conftest import MlflowServer, free_port, tiny_config_dict
+from pydantic import BaseModel, ConfigDict
+
+import hasten
 from hasten.builtins.tracking import FALLBACK_FILE, RUN_ID_FILE, SYNCED_FILE, Sender, git_commit
 from hasten.cli import main as cli_main
 from hasten.config import validate_config
 from hasten.engine import train
 from hasten.plugins import register_plugin, unregister_plugin
-from pydantic import BaseModel, ConfigDict
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402

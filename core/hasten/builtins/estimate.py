@@ -104,6 +104,15 @@ def plan(config: Config) -> Plan:
     from hasten.engine import Trainer
 
     trainer = Trainer(config)  # a Trainer of its own: the walk's state changes stay in it
+    try:
+        return _walk(trainer)
+    finally:
+        lock = getattr(trainer, "lock", None)  # the run-directory lock a Trainer takes
+        if lock is not None:
+            lock.release()
+
+
+def _walk(trainer: Any) -> Plan:
     state, hooks = trainer.state, trainer.hooks
     world = state.world_size
     result = Plan(steps=state.total_steps, batch_size=state.batch_size * world, max_resolution=state.max_resolution)

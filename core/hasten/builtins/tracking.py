@@ -429,7 +429,7 @@ class Tracking(Plugin):
         _use_fast_failing_http()
         # Import the client here, before the first step: importing it on the
         # sender's thread would compete with the first training steps.
-        import mlflow.entities  # noqa: F401
+        import mlflow.entities
         import mlflow.tracking  # noqa: F401
 
         self.sender = Sender(self.uri, background=self.config.tracking.asynchronous, on_open=self._opened)
@@ -512,7 +512,9 @@ class Tracking(Plugin):
         finished = state.step >= state.total_steps or (
             state.should_stop is not None and state.stop_reason == state.should_stop
         )
-        sender.put({"op": "end", "status": "FINISHED" if finished else "FAILED"})
+        interrupted = any(name in (state.stop_reason or "") for name in ("SIGINT", "SIGTERM"))
+        status = "FINISHED" if finished else "KILLED" if interrupted else "FAILED"
+        sender.put({"op": "end", "status": status})
         delivered = sender.flush(self.config.tracking.flush_timeout)
         left = [] if delivered else sender.close()
         if delivered:

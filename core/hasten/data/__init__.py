@@ -6,6 +6,7 @@ Importing this package registers the built-in datasets in ``REGISTRY.datasets``.
 from __future__ import annotations
 
 from hasten.data import augment, datasets, procedural, readers
+from hasten.data import depth as depth  # registers procedural_depth and kitti
 from hasten.data import spiral as spiral
 from hasten.data.augment import AugmentPolicy, augment_batch, eval_batch, resize_batch
 from hasten.data.datasets import (

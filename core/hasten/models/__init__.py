@@ -13,7 +13,7 @@ from typing import Any, cast
 from torch import nn
 
 from hasten.errors import UserError
-from hasten.models import mlp, resnet, vit
+from hasten.models import dispnet, mlp, resnet, vit
 from hasten.models.common import Backbone, make_head, reject_unknown_options
 from hasten.models.mlp import MLP
 from hasten.models.resnet import SmallResNet, TorchvisionResNet
@@ -67,6 +67,7 @@ __all__ = [
     "VisionTransformer",
     "build_model",
     "check_resolution",
+    "dispnet",
     "make_head",
     "mlp",
     "reject_unknown_options",

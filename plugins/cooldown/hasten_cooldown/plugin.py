@@ -17,7 +17,7 @@ import hasten
 from hasten_cooldown.phase import DEFAULT_FRACTION, cooldown_start, cooldown_steps, in_cooldown
 
 
-class Settings(BaseModel):
+class CooldownSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     fraction: float | None = Field(
@@ -27,7 +27,7 @@ class Settings(BaseModel):
     steps: int | None = Field(None, ge=0, description="cool-down length in steps, instead of fraction")
 
     @model_validator(mode="after")
-    def _one_length(self) -> Settings:
+    def _one_length(self) -> CooldownSettings:
         if self.fraction is not None and self.steps is not None:
             raise ValueError(
                 f"plugins.cooldown.fraction ({self.fraction}) and plugins.cooldown.steps ({self.steps}) "
@@ -40,9 +40,9 @@ class Cooldown(hasten.Plugin):
     """Uniform sampling for the last part of training: turns selection / hard augment off."""
 
     name = "cooldown"
-    Settings = Settings
+    Settings = CooldownSettings
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: CooldownSettings) -> None:
         super().__init__(settings)
         self._total = -1
         self.length = 0

@@ -4,9 +4,10 @@ A throw-away copy of the run trains for ``steps`` steps while the LR grows
 exponentially, ``lr_t = lr_min * (lr_max / lr_min) ** (t / (steps - 1))``
 (default 1e-3 -> 1 over 200 steps). At every step it records the training
 loss, its exponentially smoothed value (debiased, like Adam's moments) and the
-loss on one fixed validation batch (eval mode, no grad: BatchNorm statistics
-are untouched). The sweep stops early once the smoothed training loss exceeds
-4x its best value (the loss diverges).
+loss on one fixed validation batch (no grad, eval mode except that BatchNorm
+uses the batch's own statistics, its running buffers untouched). The sweep
+stops early once the smoothed training loss exceeds 4x its best value (the
+loss diverges).
 
 Suggestions (see :func:`suggest_lrs`) are read from the training loss under a
 centred running median (5% of the sweep, 11 steps of 200): unlike the EMA it
@@ -114,7 +115,8 @@ def suggest_lrs(
         finite += 1
     if finite == 0:
         raise ValueError("no finite training loss recorded: lower --min-lr")
-    curve = running_median(losses[:finite], window or median_window(len(lrs)))
+    curve_window = window or median_window(len(lrs))
+    curve = running_median(losses[:finite], curve_window)
     lowest = min(range(finite), key=curve.__getitem__)
     peak = max(range(lowest + 1), key=curve.__getitem__)
     notes = []
@@ -130,7 +132,7 @@ def suggest_lrs(
                 f"the loss hardly fell ({drop / curve[peak]:.1%} of its peak): the suggestions are uncertain; "
                 "sweep to a higher --max-lr or for more --steps"
             )
-    if lowest == finite - 1 and reached_end and finite == len(losses):
+    if lowest >= finite - curve_window and reached_end and finite == len(losses):
         notes.append("the loss was still falling at the end of the sweep: the max LR may be higher (raise --max-lr)")
     return Suggestion(min_lr=lrs[start], max_lr=lrs[lowest], min_index=start, max_index=lowest, notes=notes)
 
@@ -155,10 +157,13 @@ class RangeTest(hasten.Plugin):
         self.best = math.inf
         self._average = 0.0
         self.val_batch: hasten.Batch | None = None
+        self.batch_norms: list[torch.nn.Module] = []
 
     @hasten.hookimpl
     def hasten_setup(self, state: hasten.State) -> None:
         self.val_batch = fixed_validation_batch(state, self.val_samples)
+        batch_norm = torch.nn.modules.batchnorm._BatchNorm
+        self.batch_norms = [m for m in state.model.modules() if isinstance(m, batch_norm) and m.track_running_stats]
 
     @hasten.hookimpl(trylast=True)
     def hasten_step_start(self, state: hasten.State) -> None:
@@ -181,10 +186,20 @@ class RangeTest(hasten.Plugin):
         assert self.val_batch is not None
         model = state.model
         was_training = model.training
-        model.eval()  # honest validation loss; BatchNorm running statistics stay as training left them
-        with torch.no_grad():
-            loss = state.task.forward(state, self.val_batch, model).loss.detach().float()
-        model.train(was_training)
+        # Eval mode (no dropout, no stochastic depth), except that BatchNorm normalises with the batch's own
+        # statistics: during a sweep the running averages lag weights that change fast, and an eval-mode
+        # loss then spikes by several nats with the LR. With track_running_stats off, BatchNorm neither
+        # reads nor updates its buffers, so the training run's statistics stay as they are.
+        model.eval()
+        for module in self.batch_norms:
+            module.training, module.track_running_stats = True, False
+        try:
+            with torch.no_grad():
+                loss = state.task.forward(state, self.val_batch, model).loss.detach().float()
+        finally:
+            for module in self.batch_norms:
+                module.track_running_stats = True
+            model.train(was_training)
         return loss
 
     def validation_losses(self) -> list[float]:
@@ -268,7 +283,7 @@ def lr_find(
     min_lr: float = 1e-3,
     max_lr: float = 1.0,
     steps: int = 200,
-    val_samples: int = 512,
+    val_samples: int = 256,
     plot: str | Path | None = None,
 ) -> LRFindResult:
     """Run the LR range test on ``config`` and return the curves and the suggested LRs.

@@ -121,8 +121,8 @@ class F1CLR(hasten.Plugin):
         parser.add_argument(
             "--val-samples",
             type=int,
-            default=512,
-            help="size of the fixed validation batch evaluated at every step (default 512; the research used 4096)",
+            default=256,
+            help="size of the fixed validation batch evaluated at every step (default 256; the research used 4096)",
         )
         parser.add_argument("--plot", default=None, metavar="PATH", help="PNG to write (default RUN_DIR/lr_find.png)")
         parser.set_defaults(handler=_run_lr_find)

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import REPO
 
 import hasten
@@ -100,6 +101,20 @@ def test_sweep_config_drops_the_schedule_and_drives_the_optimizer(tiny_config):
     recorder = LRRecorder()
     Trainer(sweep, extra_builtins=[RangeTest(1e-3, 1.0, 8, 16), recorder]).fit()
     assert recorder.lrs == pytest.approx(exponential_lrs(1e-3, 1.0, 8))
+
+
+def test_validation_loss_leaves_batchnorm_buffers_alone(tiny_config):
+    helper = RangeTest(1e-3, 1.0, 4, 32)
+    trainer = Trainer(tiny_config(run={"max_steps": 4}), extra_builtins=[helper])
+    trainer.fit()
+    model = trainer.state.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert helper.batch_norms and len(helper.val_losses) == 4
+    loss = helper._validation_loss(trainer.state)
+    assert math.isfinite(float(loss)) and model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert all(m.track_running_stats for m in helper.batch_norms)
 
 
 def test_stops_when_the_loss_diverges(tiny_config, tmp_path):

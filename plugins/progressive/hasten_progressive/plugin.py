@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
@@ -23,7 +23,9 @@ from hasten_progressive.schedules import check_arguments, check_resolutions, mag
 KEY = "plugins.progressive"
 
 
-class Settings(BaseModel):
+class ProgressiveSettings(BaseModel):
+    """``plugins.progressive`` settings."""
+
     model_config = ConfigDict(extra="forbid")
 
     mode: Literal["super", "classic"] = Field(
@@ -46,7 +48,7 @@ class Settings(BaseModel):
     max_magnitude: float = Field(6.0, ge=0, le=30, description="augmentation magnitude at the last step (5 = SimCLR)")
 
     @model_validator(mode="after")
-    def _magnitudes_rise(self) -> Settings:
+    def _magnitudes_rise(self) -> ProgressiveSettings:
         if self.min_magnitude > self.max_magnitude:
             raise ValueError(
                 f"min_magnitude {self.min_magnitude} is above max_magnitude {self.max_magnitude}; "
@@ -66,13 +68,16 @@ def _smallest_legal(minimum: int, step: int, patch: int | None) -> int:
     return max(unit, -(-minimum // unit) * unit)
 
 
-def check_model_resolutions(model: nn.Module, resolutions: list[int], settings: Settings, max_resolution: int) -> None:
+def check_model_resolutions(
+    model: nn.Module, resolutions: list[int], settings: ProgressiveSettings, max_resolution: int
+) -> None:
     """Raise UserError when a module of ``model`` that declares ``min_resolution``
     (every hasten backbone) cannot take one of ``resolutions``."""
     for module in model.modules():
-        if not hasattr(module, "min_resolution"):
+        declared: Any = getattr(module, "min_resolution", None)
+        if declared is None:
             continue
-        minimum = int(module.min_resolution)
+        minimum = int(declared)
         patch = getattr(module, "patch_size", None)
         patch = patch if isinstance(patch, int) else None
         smallest = resolutions[0]
@@ -102,10 +107,10 @@ class Progressive(hasten.Plugin):
     """Super-Progressive learning (mode super) or Progressive Learning (mode classic)."""
 
     name = "progressive"
-    Settings = Settings
+    Settings = ProgressiveSettings
     provides = ("resolution_schedule",)
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ProgressiveSettings) -> None:
         super().__init__(settings)
         self.max_resolution = 0
         self.warmup_steps = 0
@@ -156,7 +161,8 @@ class Progressive(hasten.Plugin):
     def hasten_fit_start(self, state: hasten.State) -> None:
         # The LR schedule's owner publishes state.warmup_steps in its hasten_setup, and
         # plugins set up in config order: only now is it final whatever the order.
-        self._build(state)
+        if self.resolutions is None or self.settings.warmup_steps is None:
+            self._build(state)
 
     def _build(self, state: hasten.State) -> None:
         s = self.settings

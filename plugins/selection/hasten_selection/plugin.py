@@ -39,7 +39,7 @@ DEFAULT_SELECTION_FRACTION = 96 / 224
 _QUANTILES = (0.1, 0.5, 0.9)
 
 
-class Settings(BaseModel):
+class SelectionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     beta: float = Field(1.0, ge=0, description="exponent of the rank coefficients p = rank^beta (0 = uniform)")
@@ -72,7 +72,7 @@ class Settings(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> Settings:
+    def _consistent(self) -> SelectionSettings:
         if self.selection_resolution is not None and self.selection_ratio is not None:
             raise ValueError(
                 f"plugins.selection.selection_resolution ({self.selection_resolution}) and "
@@ -90,11 +90,11 @@ class Selection(hasten.Plugin):
     """Fast Online Minibatch Selection: train on b of b_bar candidates ranked by a cheap low-res forward."""
 
     name = "selection"
-    Settings = Settings
+    Settings = SelectionSettings
     # Only one plugin may decide the candidate batch size and subsample it.
     provides = ("batch_selection",)
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: SelectionSettings) -> None:
         super().__init__(settings)
         self.num_candidates = 0
         self._fixed_resolution: int | None = None
@@ -248,15 +248,15 @@ class Selection(hasten.Plugin):
     # ------------------------------------------------------------ diagnostics
     @hasten.hookimpl
     def hasten_step_metrics(self, state: hasten.State) -> dict[str, float]:
-        if self._last_step != state.step or self._candidate_losses is None or self._selected_losses is None:
+        q, candidates, selected = self._quantiles, self._candidate_losses, self._selected_losses
+        if self._last_step != state.step or candidates is None or selected is None or q is None:
             return {"selection/active": 0.0}
-        q = self._quantiles
         values = torch.cat(
             [
-                torch.quantile(self._candidate_losses, q),
-                torch.quantile(self._selected_losses, q),
-                self._candidate_losses.mean().view(1),
-                self._selected_losses.mean().view(1),
+                torch.quantile(candidates, q),
+                torch.quantile(selected, q),
+                candidates.mean().view(1),
+                selected.mean().view(1),
             ]
         ).tolist()
         names = [f"candidate_loss_q{round(100 * p)}" for p in _QUANTILES]
@@ -265,7 +265,7 @@ class Selection(hasten.Plugin):
         metrics = {f"selection/{n}": v for n, v in zip(names, values, strict=True)}
         metrics["selection/active"] = 1.0
         metrics["selection/resolution"] = float(self.last_resolution)
-        metrics["selection/candidates"] = float(len(self._candidate_losses))
+        metrics["selection/candidates"] = float(len(candidates))
         return metrics
 
     @hasten.hookimpl

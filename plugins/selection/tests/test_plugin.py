@@ -234,7 +234,7 @@ def test_bad_settings_name_the_key(tiny_config, settings, sections, message):
 def test_greedy_needs_no_beta_margin():
     from pydantic import ValidationError
 
-    from hasten_selection.plugin import Settings
+    from hasten_selection.plugin import SelectionSettings as Settings
 
     assert Settings(strategy="greedy", candidate_ratio=1.5).candidate_ratio == 1.5
     assert Settings(beta=0.5, candidate_ratio=1.5).beta == 0.5

@@ -20,7 +20,7 @@ def test_labeled_fraction_splits_the_train_set_into_disjoint_streams(tiny_config
     counts = torch.bincount(data.train.dataset.targets, minlength=10)  # the full train split
     # 25% of each class, rounded (stratified); the rest is the unlabeled stream.
     assert len(data.train) == int((counts.double() * 0.25).round().sum()) and len(data.unlabeled) == 256 - len(data.train)
-    assert torch.bincount(data.train.targets, minlength=10).min() >= 6  # every class keeps labels
+    assert torch.bincount(data.train.targets, minlength=10).min() >= 1  # every class keeps labels
     assert not set(data.train.indices.tolist()) & set(data.unlabeled.indices.tolist())
     assert bool((data.unlabeled.targets == -1).all())
     # Both streams shard by rank: two ranks see disjoint halves of the unlabeled set.
