@@ -51,15 +51,21 @@ def count_forward_flops(module: nn.Module, example: torch.Tensor | tuple[torch.T
 
 
 class FlopAccountant:
-    """Cumulative training and overhead FLOPs of a run (per process).
+    """Cumulative training and overhead FLOPs of a run.
 
-    ``train`` counts the forward+backward of the samples trained on;
-    ``overhead`` counts extra forwards by name. ``total`` is their sum.
+    ``train`` counts the forward+backward of the samples this process trained
+    on; ``overhead`` counts extra forwards by name. ``total`` is their sum.
+    :meth:`metrics` reports the whole job: under torchrun every rank does the
+    same work on its own share, so the per-process figures are multiplied by
+    ``world_size``.
     """
 
-    def __init__(self, backward_factor: float = BACKWARD_FACTOR, device: torch.device | None = None):
+    def __init__(
+        self, backward_factor: float = BACKWARD_FACTOR, device: torch.device | None = None, world_size: int = 1
+    ):
         self.backward_factor = backward_factor
         self.device = device or torch.device("cpu")
+        self.world_size = world_size
         self.train = 0.0
         self.overhead: dict[str, float] = {}
         self._cache: dict[tuple[int, tuple[int, ...]], float] = {}
@@ -104,9 +110,14 @@ class FlopAccountant:
         return self.train + self.overhead_total
 
     def metrics(self) -> dict[str, float]:
-        out = {"flops/train": self.train, "flops/overhead": self.overhead_total, "flops/total": self.total}
+        ranks = self.world_size
+        out = {
+            "flops/train": self.train * ranks,
+            "flops/overhead": self.overhead_total * ranks,
+            "flops/total": self.total * ranks,
+        }
         for name, value in self.overhead.items():
-            out[f"flops/overhead/{name}"] = value
+            out[f"flops/overhead/{name}"] = value * ranks
         return out
 
     def state_dict(self) -> dict[str, object]:

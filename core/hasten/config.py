@@ -82,6 +82,8 @@ class DataConfig(Section):
     #: global batch size (split evenly across torchrun processes)
     batch_size: int = Field(128, gt=0)
     loader: Literal["torch", "dali"] = "torch"
+    #: where the DALI loader decodes and augments: auto = gpu when run.device is CUDA, else cpu
+    dali_device: Literal["auto", "cpu", "gpu"] = "auto"
     num_workers: int = Field(0, ge=0)
     skip_corrupt: bool = False
     #: keep labels for only part of the training set; the rest is unlabeled

@@ -176,7 +176,7 @@ class Trainer:
             task=task,
             data=data,
             device=device,
-            flops=FlopAccountant(device=device),
+            flops=FlopAccountant(device=device, world_size=world_size),
             generator=generator,
             seed=run.seed,
             total_steps=total_steps,
@@ -193,6 +193,7 @@ class Trainer:
             hooks=self.hooks,
         )
         state.train_model = model
+        data.state = state  # DataModule.state: the DALI loader reads the step's resolution and magnitude
         if world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 

@@ -32,7 +32,7 @@ from hasten.registry import REGISTRY
 
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, dataset: Any, info: Any, resolution: int, device: torch.device,
+def extract_features(backbone: Any, dataset: Any, info: Any, resolution: int, device: torch.device,
                      batch_size: int = 256) -> tuple[Tensor, Tensor]:
     """``forward_features`` and labels of a whole dataset (eval mode, whole images)."""
     backbone.eval()

@@ -111,7 +111,9 @@ def read_calibration(path: Path) -> dict[str, np.ndarray]:
     return values
 
 
-def velodyne_to_image(cam_to_cam: dict[str, np.ndarray], velo_to_cam: dict[str, np.ndarray], camera: int = 2) -> np.ndarray:
+def velodyne_to_image(
+    cam_to_cam: dict[str, np.ndarray], velo_to_cam: dict[str, np.ndarray], camera: int = 2
+) -> np.ndarray:
     """The 3x4 projection of homogeneous Velodyne points to camera ``camera``'s rectified image:
     ``P_rect_0c @ R_rect_00 @ [R | T]`` (the convention of the KITTI devkit and SfMLearner/Monodepth)."""
     try:
@@ -192,7 +194,9 @@ class KittiRawDataset(ImageDataset):
             raise DataError(f"dataset 'kitti': {velo_file} is not a float32 (N, 4) Velodyne scan")
         size = self.source_resolution
         depth = project_velodyne(raw.reshape(-1, 4), self._projection(date_dir), tuple(image.shape[-2:]), (size, size))
-        resized = F.interpolate(image[None].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        resized = F.interpolate(
+            image[None].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
         return resized[0].round().clamp(0, 255).to(torch.uint8), torch.from_numpy(depth)[None]
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:

@@ -51,6 +51,9 @@ class DataModule:
             options.setdefault("skip_corrupt", True)
         common: dict[str, Any] = {"resolution": data.resolution, "seed": seed, "path": data.path, "options": options}
         self.skipped_files: list[str] = []
+        #: the run's State, attached by the engine once built (None for a DataModule on its own). A loader
+        #: that augments itself (DALI) reads each step's resolution and magnitude from it when a batch is pulled.
+        self.state: Any = None
         try:
             train = build_dataset(data.dataset, split="train", key="data", **common)
         except UserError as exc:

@@ -71,7 +71,8 @@ def build_spiral(*, split: str, resolution: int, seed: int, path: str | None = N
     values = {}
     for name, default in (("turns", 2.5), ("noise", 0.04)):
         value = options.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or (name == "turns" and value == 0):
+        bad_turns = name == "turns" and value == 0
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or bad_turns:
             raise UserError(f"dataset 'spiral': option {name!r} must be a number > 0 (noise >= 0), got {value!r}")
         values[name] = float(value)
     return SpiralDataset(split, sizes[split], seed, values["turns"], values["noise"])

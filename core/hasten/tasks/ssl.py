@@ -186,7 +186,7 @@ class SSLNetwork(nn.Module):
 
     def __init__(self, backbone: nn.Module, projector: nn.Module, predictor: nn.Module) -> None:
         super().__init__()
-        self.backbone = backbone
+        self.backbone: Any = backbone  # a registry model: has forward_features
         self.projector = projector
         self.predictor = predictor
 
@@ -200,7 +200,7 @@ class MomentumEncoder(nn.Module):
 
     def __init__(self, backbone: nn.Module, projector: nn.Module) -> None:
         super().__init__()
-        self.backbone = backbone
+        self.backbone: Any = backbone
         self.projector = projector
 
     def forward(self, x: Tensor) -> Tensor:
@@ -270,7 +270,7 @@ class SSLTask(Task):
         self.num_features = int(backbone.num_features)
         self.settings = resolve_options(self.options, self.num_features)
         projector, predictor = build_heads(self.method, self.num_features, self.settings)
-        self.model = SSLNetwork(backbone, projector, predictor)
+        self.model: Any = SSLNetwork(backbone, projector, predictor)
         # The momentum encoder starts as an exact copy and never enters the optimizer.
         self.momentum_encoder: MomentumEncoder | None = None
         if "tau_base" in self.settings:

@@ -21,7 +21,7 @@ from hasten.state import Batch, State, StepOutput
 from hasten_ubn.ubn import UBNModel, find_batchnorm
 
 
-class Settings(BaseModel):
+class UBNSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mode: Literal["two_step", "joint"] = Field(
         "two_step",
@@ -43,9 +43,9 @@ class UBN(hasten.Plugin):
     """Unsupervised Batch Normalization: BN statistics from labeled + unlabeled batches."""
 
     name = "ubn"
-    Settings = Settings
+    Settings = UBNSettings
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: UBNSettings) -> None:
         super().__init__(settings)
         self.wrapper: UBNModel | None = None
         self.unlabeled_per_rank = 0

@@ -29,7 +29,9 @@ def model_inputs(dataset: Any, info: Any, resolution: int, batch_size: int, limi
         yield images.float() if images.dim() != 4 else eval_batch(images, resolution, info.mean, info.std)
 
 
-def report(config: Any, checkpoint: str, *, max_images: int = 2000, layers: list[str] | None = None) -> list[LayerDistance]:
+def report(
+    config: Any, checkpoint: str, *, max_images: int = 2000, layers: list[str] | None = None
+) -> list[LayerDistance]:
     """Table 2.1 rows for ``config``'s model with the weights of ``checkpoint``."""
     from hasten.checkpoint import load_checkpoint
     from hasten.data.module import DataModule
@@ -49,7 +51,9 @@ def report(config: Any, checkpoint: str, *, max_images: int = 2000, layers: list
     try:
         task.model.load_state_dict(blob["model"])
     except RuntimeError as error:
-        raise UserError(f"--checkpoint {checkpoint}: its weights do not fit model {config.model.name!r}: {error}") from None
+        raise UserError(
+            f"--checkpoint {checkpoint}: its weights do not fit model {config.model.name!r}: {error}"
+        ) from None
     resolution = config.data.resolution
     batch = config.eval.batch_size
     labeled = model_inputs(data.train, data.info, resolution, batch, max_images)
@@ -80,7 +84,9 @@ def add_report_command(subparsers: argparse._SubParsersAction) -> None:  # type:
         help="per-BN-layer distances between labeled and unlabeled features (UBN's Table 2.1)",
     )
     add_config_arguments(parser)
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint of a run of CONFIG (runs/<name>/checkpoints/...)")
+    parser.add_argument(
+        "--checkpoint", required=True, help="a checkpoint of a run of CONFIG (runs/<name>/checkpoints/...)"
+    )
     parser.add_argument("--max-images", type=int, default=2000, help="samples per side (default 2000)")
     parser.add_argument("--layers", nargs="+", default=None, help="fnmatch patterns of BN module names (default: all)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")

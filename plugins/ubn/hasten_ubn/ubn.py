@@ -66,11 +66,13 @@ def _normalise(module: _BatchNorm, x: Tensor, mean: Tensor, var: Tensor) -> Tens
 
 
 @contextmanager
-def _overridden(layers: Layers, make_forward: Callable[[str, _BatchNorm], Callable[[Tensor], Tensor]]) -> Iterator[None]:
+def _overridden(
+    layers: Layers, make_forward: Callable[[str, _BatchNorm], Callable[[Tensor], Tensor]]
+) -> Iterator[None]:
     """Temporarily replace the forward of each layer (an instance attribute shadows the class method)."""
     try:
         for name, module in layers:
-            module.forward = make_forward(name, module)  # type: ignore[method-assign]
+            module.forward = make_forward(name, module)  # type: ignore[method-assign,assignment]
         yield
     finally:
         for _, module in layers:

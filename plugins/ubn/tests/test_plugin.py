@@ -19,7 +19,8 @@ def test_labeled_fraction_splits_the_train_set_into_disjoint_streams(tiny_config
     data = DataModule(config)
     counts = torch.bincount(data.train.dataset.targets, minlength=10)  # the full train split
     # 25% of each class, rounded (stratified); the rest is the unlabeled stream.
-    assert len(data.train) == int((counts.double() * 0.25).round().sum()) and len(data.unlabeled) == 256 - len(data.train)
+    assert len(data.train) == int((counts.double() * 0.25).round().sum())
+    assert len(data.unlabeled) == 256 - len(data.train)
     assert torch.bincount(data.train.targets, minlength=10).min() >= 1  # every class keeps labels
     assert not set(data.train.indices.tolist()) & set(data.unlabeled.indices.tolist())
     assert bool((data.unlabeled.targets == -1).all())
@@ -99,3 +100,29 @@ def test_ubn_report_prints_table_2_1(spiral_config, tmp_path: Path, capsys) -> N
     for row in rows:
         assert row["features"] == 64 and 0.0 <= row["ks_fraction"] <= 1.0 and row["wasserstein"] > 0
         assert -1.0 <= row["pearson"] <= 1.0 and row["kl"] >= 0 and row["reverse_kl"] >= 0
+
+
+@pytest.mark.parametrize("mode", ["two_step", "joint"])
+def test_ubn_trains_the_depth_task(tmp_path: Path, mode: str) -> None:
+    """Dense regression: labeled frames keep their depth maps, unlabeled frames only add BN statistics."""
+    from hasten.config import validate_config
+
+    config = validate_config({
+        "run": {"name": "d", "seed": 0, "max_steps": 20, "log_every": 10, "run_dir": str(tmp_path / "run"),
+                "progress": False},
+        "data": {"dataset": "procedural_depth", "resolution": 32, "batch_size": 8, "labeled_fraction": 0.25,
+                 "unlabeled": {"batch_size": 16}, "options": {"train_size": 128, "val_size": 32}},
+        "model": {"name": "dispnet", "options": {"widths": [8, 16, 32, 64]}},
+        "task": {"name": "depth"},
+        "optim": {"name": "adamw", "lr": 0.01, "weight_decay": 0.0},
+        "eval": {"batch_size": 32, "every_steps": 1000},
+        "tracking": {"enabled": False},
+        "plugins": {"ubn": {"mode": mode}},
+    })
+    result = train(config)
+    assert result.losses[-1] < 0.8 * result.losses[0]
+    assert 0.0 <= result.metrics["val/delta1"] <= 1.0
+    state = result.state
+    per_sample = state.task.forward_flops_per_sample(state.flops, 32)
+    factor = (8 + 16) if mode == "two_step" else 3 * 16
+    assert state.flops.overhead["ubn"] == pytest.approx(20 * per_sample * factor)
