@@ -200,9 +200,22 @@ def test_plugin_views_take_over(tiny_config) -> None:
         unregister_plugin("own_views")
 
 
+def test_unreadable_file_is_named(tmp_path: Path, jpeg_tree: Path) -> None:
+    import shutil
+
+    root = tmp_path / "tree"
+    shutil.copytree(jpeg_tree, root)
+    bad = root / "train" / "class1" / "3.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    data = DataModule(folder_config(tmp_path, root, loader="dali"))
+    stream = data.train_stream(lambda s: 24, start_step=0, start_position=0, pin_memory=False)
+    with pytest.raises(hasten.DataError, match=r"cannot read image .*class1/3\.jpg"):
+        next(stream)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
 def test_gpu_without_cuda_names_the_setting(tiny_config) -> None:
-    with pytest.raises(hasten.UserError, match="data.dali_device: 'gpu' needs CUDA"):
+    with pytest.raises(hasten.UserError, match=r"data\.dali_device: 'gpu' needs CUDA"):
         train(tiny_config(data={"loader": "dali", "dali_device": "gpu"}))
     assert dali_device("auto", torch.device("cpu")) == "cpu"
 

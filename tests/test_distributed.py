@@ -5,8 +5,8 @@ One real ``torchrun --nproc_per_node 2 -m hasten train`` launch with
 its steps to ``indices-rank<r>.pt``) checks: both ranks trained in lockstep,
 their shards are disjoint and together are the epoch's permutation, logged
 training and evaluation metrics equal the all-reduced values, one MLflow run,
-and rank 0 alone wrote checkpoints. A second launch with ``--max-restarts 1``
-has its rank 0 killed mid-run; the restarted workers resume from the latest
+and rank 0 alone wrote checkpoints. A second launch with ``--max-restarts``
+has its rank 0 killed mid-run (``--max-restarts``); the restarted workers resume from the latest
 checkpoint and end with the first launch's weights, bit for bit.
 """
 
@@ -165,7 +165,9 @@ def test_elastic_restart_resumes_from_the_latest_checkpoint(launch, tmp_path):
     config = {**config, "run": {**config["run"], "run_dir": str(run_dir)}, "tracking": {"enabled": False}}
     path = tmp_path / "elastic.yaml"
     path.write_text(yaml.safe_dump(config))
-    child = torchrun(path, "--max-restarts", "1")
+    # More than one restart allowed: the process-group set-up of a restarted attempt sometimes fails to
+    # connect (pytorch/pytorch#167288); torchrun then simply tries again, and every attempt resumes.
+    child = torchrun(path, "--max-restarts", "3")
     marker = run_dir / "checkpoints" / "step-000000004.pt"
     deadline = time.monotonic() + 240
     while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
@@ -174,7 +176,7 @@ def test_elastic_restart_resumes_from_the_latest_checkpoint(launch, tmp_path):
     os.kill(owner, signal.SIGKILL)
     out, _ = child.communicate(timeout=300)
     assert child.returncode == 0, out
-    assert "resuming from" in out  # the restarted workers (TORCHELASTIC_RESTART_COUNT=1) resumed
+    assert "resuming from" in out  # the restarted workers (TORCHELASTIC_RESTART_COUNT > 0) resumed
     record = torch.load(run_dir / "indices-rank0.pt", weights_only=True)
     assert 0 < record["steps"][0] < STEPS  # the second attempt did not start over
     got = torch.load(run_dir / "checkpoints" / f"step-{STEPS:09d}.pt", weights_only=True)["model"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -317,3 +318,26 @@ def test_linear_probe_command(tiny_config, tmp_path, capsys):
                                                                                 "options": {"width": 4}}}))
     assert main(["linear-probe", str(other), "--checkpoint", str(checkpoint)]) == 2
     assert "--checkpoint" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------ short trainings
+#: SSL runs on the embedded procedural data. At 16 px / 512 images / 300 steps neither SimSiam (kNN 0.106)
+#: nor supervised classification (val 0.133) gets clearly above chance, so the size is still to be found
+#: on an idle machine; until then the test runs only with HASTEN_SLOW_TESTS=1 (see the issue-6 report).
+LEARN_STEPS = 300
+LEARN_MARGIN = 0.2  # kNN top-1 must clear this; chance is 0.1 (10 classes), a random backbone scores ~0.09-0.11
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("HASTEN_SLOW_TESTS"), reason="SSL learning runs: set HASTEN_SLOW_TESTS=1")
+@pytest.mark.parametrize("method", ["simsiam", "byol", "simclr", "mocov2plus", "dino"])
+def test_each_method_learns(tiny_config, method):
+    config = ssl_config(
+        tiny_config, method, steps=LEARN_STEPS,
+        run={"log_every": 50},
+        data={"batch_size": 64, "options": {"train_size": 512, "val_size": 256}},
+        eval={"every_steps": 10**6, "batch_size": 256},
+        task_options={"knn_k": 200, "knn_bank_size": None},
+    )
+    result = train(config)
+    assert result.metrics["knn/acc1"] > LEARN_MARGIN, result.metrics["knn/acc1"]

@@ -75,8 +75,8 @@ def require_dali() -> Any:
     """The ``nvidia.dali`` package, or a UserError naming the extra to install."""
     try:
         import nvidia.dali as dali
-        import nvidia.dali.fn  # noqa: F401 - the functional API the pipeline uses
-        import nvidia.dali.math  # noqa: F401
+        import nvidia.dali.fn  # the functional API, the math and types modules the pipeline uses
+        import nvidia.dali.math
         import nvidia.dali.types  # noqa: F401
     except ImportError as error:
         raise UserError(
@@ -381,7 +381,8 @@ class DaliLoader:
                 except RuntimeError as error:
                     bad = self.source.unreadable(indices[start : start + self.pipe_batch])
                     if bad is not None:
-                        raise DataError(f"cannot read image {bad} (DALI decoder): {str(error).splitlines()[0]}") from None
+                        reason = str(error).strip().splitlines()[0]
+                        raise DataError(f"cannot read image {bad} (DALI decoder): {reason}") from None
                     raise
             outputs = parts[0] if len(parts) == 1 else [torch.cat(group) for group in zip(*parts)]
         if self.source.encoded:

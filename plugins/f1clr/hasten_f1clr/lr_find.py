@@ -114,7 +114,7 @@ def suggest_lrs(
     while finite < len(losses) and math.isfinite(losses[finite]):
         finite += 1
     if finite == 0:
-        raise ValueError("no finite training loss recorded: lower --min-lr")
+        raise ValueError("no finite training loss recorded; lower --min-lr")
     curve_window = window or median_window(len(lrs))
     curve = running_median(losses[:finite], curve_window)
     lowest = min(range(finite), key=curve.__getitem__)
@@ -157,7 +157,7 @@ class RangeTest(hasten.Plugin):
         self.best = math.inf
         self._average = 0.0
         self.val_batch: hasten.Batch | None = None
-        self.batch_norms: list[torch.nn.Module] = []
+        self.batch_norms: list[torch.nn.modules.batchnorm._BatchNorm] = []
 
     @hasten.hookimpl
     def hasten_setup(self, state: hasten.State) -> None:
@@ -255,13 +255,13 @@ def lr_find_config(config: Config, steps: int) -> Config:
 
     data: dict[str, Any] = config.model_dump(mode="json", exclude_unset=True)
     data.pop("schedule", None)
-    infos = installed_plugins()
-    data["plugins"] = {
-        name: settings
-        for name, settings in (data.get("plugins") or {}).items()
-        if name != "f1clr"
-        and not (infos.get(name) and infos[name].plugin_class and "lr_schedule" in infos[name].plugin_class.provides)
-    }
+    classes = {name: info.plugin_class for name, info in installed_plugins().items()}
+
+    def sets_lr(name: str) -> bool:
+        plugin_class = classes.get(name)
+        return name == "f1clr" or (plugin_class is not None and "lr_schedule" in plugin_class.provides)
+
+    data["plugins"] = {name: settings for name, settings in (data.get("plugins") or {}).items() if not sets_lr(name)}
     run = data.setdefault("run", {})
     run.pop("epochs", None)
     run["max_steps"] = steps
@@ -311,9 +311,12 @@ def lr_find(
     except TrainingStopped as stopped:  # a non-finite loss: the end of the sweep, not a failure
         stop_reason = f"diverged: {stopped}"
     recorded = len(helper.losses)
-    suggestion = suggest_lrs(
-        helper.lrs[:recorded], helper.losses, reached_end=recorded == steps, window=median_window(steps)
-    )
+    try:
+        suggestion = suggest_lrs(
+            helper.lrs[:recorded], helper.losses, reached_end=recorded == steps, window=median_window(steps)
+        )
+    except ValueError as exc:  # not one finite loss: the sweep started above any usable LR
+        raise UserError(f"--min-lr: {min_lr} already diverges: {exc}") from None
     result = LRFindResult(
         lrs=helper.lrs[:recorded],
         losses=helper.losses,
@@ -384,7 +387,7 @@ def log_to_mlflow(result: LRFindResult, config: Config, tracking: dict[str, Any]
 
     uri = tracking.get("uri") or config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns.db"
     client = MlflowClient(tracking_uri=uri)
-    run_id = tracking.get("run_id")
+    run_id: str = tracking.get("run_id") or ""
     own_run = not run_id
     if own_run:
         experiment = client.get_experiment_by_name(config.tracking.experiment)

@@ -18,7 +18,7 @@ from hasten_f1clr.schedule import f1clr, warmup_steps_for
 WARMUP_KEYS = ("warmup_steps", "warmup_epochs", "warmup_fraction")
 
 
-class Settings(BaseModel):
+class F1CLRSettings(BaseModel):
     """``plugins.f1clr`` settings."""
 
     model_config = ConfigDict(extra="forbid")
@@ -36,7 +36,7 @@ class Settings(BaseModel):
     final_lr: float = Field(0.0, ge=0, description="floor the annealing phase ends at (0 = eq. 3.8 exactly)")
 
     @model_validator(mode="after")
-    def _check(self) -> Settings:
+    def _check(self) -> F1CLRSettings:
         given = [key for key in WARMUP_KEYS if getattr(self, key) is not None]
         if len(given) != 1:
             shown = ", ".join(f"{k}={getattr(self, k)!r}" for k in given) or "none"
@@ -60,10 +60,10 @@ class F1CLR(hasten.Plugin):
     """Fixed 1-cycle LR schedule with anti-phased momentum (METHODS.md section 2, eq. 3.8)."""
 
     name = "f1clr"
-    Settings = Settings
+    Settings = F1CLRSettings
     provides = ("lr_schedule",)
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: F1CLRSettings) -> None:
         super().__init__(settings)
         self.warmup_steps = 0
         self.total_steps = 0
