@@ -48,6 +48,8 @@ NUM_CLASSES = len(CLASS_NAMES)
 CHUNK = 500  # samples per parameter draw; fixed so that sample i never depends on n
 STREAMS = {"train": 0, "val": 1, "unlabeled": 2}
 _DISTRACTORS = 3
+# At difficulty 1 a width-16 small_resnet reaches ~80% val accuracy in 600 steps at 32 px.
+NOISE_STD = 0.056
 _PIXEL_BUDGET = 1 << 20  # pixels rendered at once: bounds memory and the waste past n at large resolutions
 
 
@@ -129,12 +131,12 @@ def _draw_parameters(generator: torch.Generator, count: int, difficulty: float) 
         "foreground": foreground,
         "background": background,
         "background2": torch.rand(count, 3, generator=generator),
-        "shade": uniform(0, min(1.0, 0.6 * difficulty), count),
+        "shade": uniform(0, min(1.0, 0.42 * difficulty), count),
         "shade_angle": uniform(0, 2 * math.pi, count),
         "segments": uniform(-1, 1, count, _DISTRACTORS, 4),
         "segment_width": uniform(0.02, 0.05, count, _DISTRACTORS),
         "segment_colour": torch.rand(count, _DISTRACTORS, 3, generator=generator),
-        "segment_on": torch.rand(count, _DISTRACTORS, generator=generator) < min(1.0, 0.5 * difficulty),
+        "segment_on": torch.rand(count, _DISTRACTORS, generator=generator) < min(1.0, 0.35 * difficulty),
         "depth_far": uniform(5.0, 8.0, count),
         "depth_tilt": uniform(-2.0, 2.0, count),
         "depth_angle": uniform(0, 2 * math.pi, count),
@@ -265,7 +267,7 @@ def render_scenes(
     Depth: the background is a tilted plane 3-10 m away; the object (for
     textured classes, its disc) is a fronto-parallel plate at 1-2.5 m; the
     distractor lines are painted on the background. ``difficulty`` scales the
-    pixel noise (std 0.08 * difficulty), background shading and distractors.
+    pixel noise (std 0.056 * difficulty), background shading and distractors.
     """
     if n < 0 or resolution < 1:
         raise UserError(f"render_scenes: need n >= 0 and resolution >= 1, got n={n}, resolution={resolution}")
@@ -284,7 +286,7 @@ def render_scenes(
         # sample i's noise does not depend on n; passes past n are not drawn.
         for first in range(0, stop - start, per_pass):
             last = min(CHUNK, first + per_pass)
-            noise = torch.randn(last - first, 3, resolution, resolution, generator=generator) * (0.08 * difficulty)
+            noise = torch.randn(last - first, 3, resolution, resolution, generator=generator) * (NOISE_STD * difficulty)
             part = {key: value[first:last] for key, value in params.items()}
             image, part_depth = _render(part, resolution, noise)
             keep = min(last, stop - start) - first
