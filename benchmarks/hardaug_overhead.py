@@ -100,6 +100,9 @@ def main() -> None:
         args.steps, args.warmup, args.resolution, args.selection_resolution = 4, 1, 16, 8
         args.batch_size, args.width = 16, 8
 
+    from common import ensure_plugins  # plugins/hardaug usable without installing it
+
+    ensure_plugins(["hardaug"])
     from hasten_hardaug.mining import overhead_fraction
     from hasten_hardaug.plugin import HardAugment
 
@@ -110,6 +113,15 @@ def main() -> None:
         workdir = Path(tmp)
         base_time, _ = measure(args, workdir, None)
         rows = [(m, *measure(args, workdir, m)) for m in args.views]
+    from common import code_block, tee, write_section  # benchmarks/common.py: the RESULTS.md writer
+
+    with tee() as report:
+        _report(args, base_time, rows, overhead_fraction)
+    write_section("hardaug_overhead", "Hard Augment mining overhead", code_block(report.text), quick=args.quick)
+
+
+def _report(args: argparse.Namespace, base_time: float, rows: list[tuple[int, float, float]], overhead_fraction: Any
+            ) -> None:
     print(f"# hardaug overhead: SimSiam, {args.model} width {args.width}, r = {args.resolution}, "
           f"r_sel = {args.selection_resolution}, batch {args.batch_size}, {args.steps} steps "
           f"({args.warmup} untimed); {platform.processor() or platform.machine()}, torch {torch.__version__}")

@@ -158,8 +158,17 @@ def main() -> None:
             split="train", resolution=128, seed=0, path=str(folder))),
     ]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    from common import tee, write_section  # benchmarks/common.py: the RESULTS.md writer
+
+    with tee() as report:
+        _table(args, device, name, cases)
+    write_section("loader_throughput", "Loader throughput: torch vs DALI", report.text, quick=args.quick)
+
+
+def _table(args: argparse.Namespace, device: torch.device, name: str, cases: list[Any]) -> None:
     print(f"device: {device} ({name}); batch {args.batch_size}; {args.threads} threads/workers; "
           f"{args.steps} timed batches after {args.warmup}")
+    print()
     print("| data | r | views | torch img/s | DALI img/s | DALI / torch | train step img/s (2 views) |")
     print("|---|---|---|---|---|---|---|")
     for label, resolution, dataset in cases:

@@ -2,7 +2,7 @@
 FLOP accounting, progress, MLflow tracking) against a hand-written PyTorch
 loop doing the same work (same model, data order, augmentation), in one run.
 
-    python benchmarks/overhead.py [--steps 300] [--repeats 3]
+    python benchmarks/overhead.py [--steps 300] [--repeats 3] [--quick]
 
 Prints the ratio of seconds per step (after 20 warm-up steps; set-up such as
 data rendering, FLOP counting and opening the MLflow run is excluded) engine /
@@ -111,18 +111,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="a short check of the script (its ratio means nothing)")
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.repeats = WARMUP_STEPS + 10, 1
     engine, manual = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats):
             manual.append(hand_written_time(args.steps, Path(tmp) / f"m{i}"))
             engine.append(engine_time(args.steps, Path(tmp) / f"e{i}"))
     ratio = min(engine) / min(manual)
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"steps per run: {args.steps}, repeats: {args.repeats} (best of each)")
-    print(f"hand-written loop: {min(manual) * 1e3:.2f} ms/step")
-    print(f"hasten engine:     {min(engine) * 1e3:.2f} ms/step")
-    print(f"ratio engine / hand-written: {ratio:.3f}  (target <= 1.03)")
+    from common import code_block, tee, write_section  # benchmarks/common.py: the RESULTS.md writer
+
+    with tee() as report:
+        print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+              f"torch {torch.__version__}")
+        print(f"steps per run: {args.steps}, repeats: {args.repeats} (best of each)")
+        print(f"hand-written loop: {min(manual) * 1e3:.2f} ms/step")
+        print(f"hasten engine:     {min(engine) * 1e3:.2f} ms/step")
+        print(f"ratio engine / hand-written: {ratio:.3f}  (target <= 1.03)")
+    write_section("overhead", "Engine overhead (hasten train vs a hand-written loop)", code_block(report.text),
+                  quick=args.quick)
 
 
 if __name__ == "__main__":

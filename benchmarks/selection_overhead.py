@@ -241,19 +241,25 @@ def main() -> None:
     if args.data == "imagenette" and not (SHARED / "imagenette2-128").is_dir():
         raise SystemExit(f"--data imagenette: {SHARED / 'imagenette2-128'} not found")
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    from common import ensure_plugins  # plugins/selection usable without installing it
+
+    ensure_plugins(["selection"])
     info = installed_plugins().get("selection")
     if info is None or info.plugin_class is None:
         from hasten_selection.plugin import Selection
 
         register_plugin(Selection)
     register_plugin(StepTimer)
-    print(f"selection overhead on {platform.node()} ({args.device}), torch {torch.__version__}, "
-          f"{args.model}, data {args.data}")
-    with tempfile.TemporaryDirectory() as tmp:
+    from common import code_block, tee, write_section  # benchmarks/common.py: the RESULTS.md writer
+
+    with tee() as report, tempfile.TemporaryDirectory() as tmp:
+        print(f"selection overhead on {platform.node()} ({args.device}), torch {torch.__version__}, "
+              f"{args.model}, data {args.data}")
         workdir = Path(tmp)
         overhead_table(args, workdir)
         if args.ranking:
             ranking_table(args, workdir)
+    write_section("selection_overhead", "Selection overhead", code_block(report.text), quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -136,6 +136,15 @@ def main() -> None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
     ratio = min(on) / min(off)
+    from common import code_block, tee, write_section  # benchmarks/common.py: the RESULTS.md writer
+
+    with tee() as report:
+        _report(args, uri, off, on, ratio)
+    write_section("tracking_overhead", "Tracking overhead (MLflow server, log_every 1)", code_block(report.text),
+                  quick=args.quick)
+
+
+def _report(args: argparse.Namespace, uri: str, off: list[float], on: list[float], ratio: float) -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, device {'cuda' if torch.cuda.is_available() else 'cpu'}")
     print(f"steps per run: {args.steps} ({args.warmup} warm-up), repeats: {args.repeats} (best of each), "

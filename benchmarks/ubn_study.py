@@ -146,15 +146,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write the raw results here")
     parser.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)))
     args = parser.parse_args(argv)
+    from common import ensure_plugins  # plugins/ubn usable without installing it
+
+    ensure_plugins(["ubn"])
     torch.set_num_threads(args.threads)
     workdir = Path(tempfile.mkdtemp(prefix="ubn-study-"))
     results: dict[str, Any] = {}
     report: list[str] = []
+    sections: dict[str, int] = {}  # part -> where its lines start in `report`
 
     if "spiral" in args.parts:
         seeds = args.seeds or ([0] if args.quick else [0, 1, 2, 3, 4])
         table = spiral(seeds, args.steps or (20 if args.quick else None), workdir)
         results["spiral"] = table
+        sections["spiral"] = len(report)
         report.append(f"### Spiral, held-out accuracy, seeds {seeds}\n")
         report.append("| method | " + " | ".join(f"seed {s}" for s in seeds) + " | median |")
         report.append("|---|" + "---|" * (len(seeds) + 1))
@@ -173,16 +178,25 @@ def main(argv: list[str] | None = None) -> int:
             base = imagenette_base(args.quick, args.steps)
             study = fraction_study(base, fractions, seeds, metrics, workdir, "imagenette")
             results["imagenette"] = study
+            sections["imagenette"] = len(report)
             report.append(f"### Imagenette 32 px, small_resnet, val top-1 (median of seeds {seeds})\n")
             report.append(markdown_fraction(study, metrics) + "\n")
     if "depth" in args.parts:
         metrics = ["val/delta1", "val/abs_rel"]
         study = fraction_study(depth_base(args.quick, args.steps), fractions, seeds, metrics, workdir, "depth")
         results["depth"] = study
+        sections["depth"] = len(report)
         report.append(f"### procedural_depth 32 px, dispnet (median of seeds {seeds})\n")
         report.append(markdown_fraction(study, metrics) + "\n")
 
     print("\n".join(report))
+    from common import write_section  # benchmarks/common.py: the RESULTS.md writer
+
+    titles = {"spiral": "UBN: spiral, BN vs UBN", "imagenette": "UBN: labeled fraction, Imagenette",
+              "depth": "UBN: labeled fraction, procedural depth"}
+    ends = [*list(sections.values())[1:], len(report)]
+    for (part, start), end in zip(sections.items(), ends, strict=True):  # `--parts spiral` keeps the others
+        write_section(f"ubn_study/{part}", titles[part], "\n".join(report[start:end]), quick=args.quick)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
