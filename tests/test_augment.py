@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from hasten.data.augment import AugmentPolicy, augment_batch, eval_batch, resize_batch
 from hasten.errors import UserError
 

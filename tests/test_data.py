@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
+from torchvision.io import encode_jpeg, write_png
+
 from hasten.data.datasets import IndexedSubset, TensorImageDataset, passthrough_collate, split_labeled
 from hasten.data.procedural import CHUNK, NUM_CLASSES, render_scenes
 from hasten.errors import DataError, UserError
 from hasten.registry import REGISTRY
-from torch.utils.data import DataLoader
-from torchvision.io import encode_jpeg, write_png
 
 SHARED = Path(os.environ.get("HASTEN_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "datasets")
 FASHION = Path("/usr/share/datasets/fashion-mnist")

@@ -12,6 +12,7 @@ checkpoint and end with the first launch's weights, bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -70,6 +71,20 @@ def torchrun(config_path: Path, *extra: str) -> subprocess.Popen:
                "-m", "hasten", "train", str(config_path)]
     return subprocess.Popen(command, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)  # its own process group: a hung job is killed whole
+
+
+def kill_job(child: subprocess.Popen, config_path: Path) -> None:
+    """SIGKILL a torchrun job: the launcher's process group and its workers (which torchrun puts in
+    sessions of their own), found by the job's unique config path on their command line."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(config_path).encode() in (proc / "cmdline").read_bytes().split(b"\0"):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue  # gone meanwhile
+    child.communicate(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -178,8 +193,7 @@ def test_elastic_restart_resumes_from_the_latest_checkpoint(launch, tmp_path):
     try:
         out, _ = child.communicate(timeout=180)
     except subprocess.TimeoutExpired:
-        os.killpg(child.pid, signal.SIGKILL)
-        child.communicate()
+        kill_job(child, path)
         new_owner = int((run_dir / "hasten.lock").read_text().split()[1])
         if new_owner == owner:  # no restarted rank 0 got as far as claiming the run directory
             pytest.skip("torchrun's restarted workers hung in gloo's process-group set-up, before any hasten "

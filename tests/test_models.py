@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from hasten.errors import UserError
 from hasten.models import build_model, check_resolution
 from hasten.registry import REGISTRY
-from torch import nn
 
 # (name, options, resolutions, expected num_features)
 CASES = [

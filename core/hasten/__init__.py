@@ -26,11 +26,11 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
 # Built-in components register themselves on import.
-from hasten import data as _data  # noqa: E402,F401
-from hasten import models as _models  # noqa: E402,F401
-from hasten import schedules as _schedules  # noqa: E402,F401
-from hasten import tasks as _tasks  # noqa: E402,F401
-from hasten.engine import RunResult, Trainer, train  # noqa: E402
+from hasten import data as _data  # noqa: F401
+from hasten import models as _models  # noqa: F401
+from hasten import schedules as _schedules  # noqa: F401
+from hasten import tasks as _tasks  # noqa: F401
+from hasten.engine import RunResult, Trainer, train
 
 __all__ = [
     "REGISTRY",

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,7 @@ def make_run_dir(config: Config, resume: bool | str) -> Path:
         if not candidates:
             raise UserError(f"--resume: no earlier run named {config.run.name!r} under {out}")
         return candidates[-1]
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return out / f"{config.run.name}-{stamp}"
 
 

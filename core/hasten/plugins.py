@@ -106,7 +106,7 @@ def installed_plugins() -> dict[str, PluginInfo]:
             if obj.name != ep.name:
                 raise TypeError(f"entry point name {ep.name!r} differs from {obj.__name__}.name {obj.name!r}")
             found[ep.name] = PluginInfo(ep.name, obj, dist, version)
-        except Exception as exc:  # noqa: BLE001 - report any import failure, keep going
+        except Exception as exc:
             found[ep.name] = PluginInfo(ep.name, None, dist, version, f"{type(exc).__name__}: {exc}")
     found.update(_IN_CODE)
     return found

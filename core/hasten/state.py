@@ -10,7 +10,7 @@ import torch
 if TYPE_CHECKING:
     from hasten.accounting import FlopAccountant
     from hasten.config import Config
-    from hasten.data.stream import DataModule
+    from hasten.data.module import DataModule
     from hasten.tasks.base import Task
 
 
