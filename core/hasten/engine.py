@@ -463,7 +463,9 @@ class Trainer:
                 if selected is not None:
                     batch = selected
                 if channels_last:
-                    batch.views = [v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for v in batch.views]
+                    batch.views = [
+                        v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for v in batch.views
+                    ]
                 with autocast:
                     output: StepOutput = hooks.hasten_forward(state=state, batch=batch)
                 if not output.num_samples:
@@ -576,7 +578,8 @@ class Trainer:
 
     def _train_metrics(self, output: StepOutput, window: list[torch.Tensor], throughput: float) -> dict[str, float]:
         state = self.state
-        values = torch.stack([torch.stack(window).mean(), *[v.detach().float().mean() for v in output.metrics.values()]])
+        extra = [v.detach().float().mean() for v in output.metrics.values()]
+        values = torch.stack([torch.stack(window).mean(), *extra])
         if state.world_size > 1:
             dist.all_reduce(values)
             values /= state.world_size
