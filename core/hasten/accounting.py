@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,12 +43,28 @@ def count_forward_flops(module: nn.Module, example: torch.Tensor | tuple[torch.T
     try:
         with torch.no_grad():
             analysis = FlopCountAnalysis(module, inputs)
+            analysis.set_op_handle("aten::scaled_dot_product_attention", _attention_flops)
             analysis.unsupported_ops_warnings(False)
             analysis.uncalled_modules_warnings(False)
             total = float(analysis.total())
     finally:
         module.train(was_training)
     return total
+
+
+def _attention_flops(inputs: list[Any], outputs: list[Any]) -> float:
+    """fvcore handle for fused attention (fvcore has none): Q K^T and A V,
+    (B, H, L, D) x (B, H, S, D) -> B*H*L*S*D + B*H*L*S*Dv multiply-adds."""
+    from fvcore.nn.jit_handles import get_shape
+
+    query, key, value = (get_shape(v) for v in inputs[:3])
+    *batch, length, dim = query
+    source = key[-2]
+    value_dim = value[-1]
+    leading = 1
+    for size in batch:
+        leading *= size
+    return float(leading * length * source * (dim + value_dim))
 
 
 class FlopAccountant:

@@ -134,7 +134,18 @@ class Trainer:
         self.hooks = self.plugins.hook
         self.hooks.hasten_register(registry=REGISTRY)
         self.hooks.hasten_configure(config=config)
-        self.state = self._build_state()
+        try:
+            self.state = self._build_state()
+        except BaseException:
+            self.close()  # a run that never starts must not keep its directory locked
+            raise
+
+    def close(self) -> None:
+        """Release the run directory (``fit`` does it at its end; call it for a
+        Trainer that is built but never fitted, e.g. by ``hasten estimate``)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     # ------------------------------------------------------------------ build
     def _build_state(self) -> State:
@@ -530,8 +541,7 @@ class Trainer:
                 self._write_record(first_step)
                 hooks.hasten_fit_end(state=state)
             finally:
-                if self.lock is not None:
-                    self.lock.release()
+                self.close()
         return RunResult(
             metrics=dict(state.metrics),
             steps=state.step,

@@ -107,9 +107,7 @@ def plan(config: Config) -> Plan:
     try:
         return _walk(trainer)
     finally:
-        lock = getattr(trainer, "lock", None)  # the run-directory lock a Trainer takes
-        if lock is not None:
-            lock.release()
+        trainer.close()
 
 
 def _walk(trainer: Any) -> Plan:

@@ -84,7 +84,7 @@ class ImageFolderDataset(ImageDataset):
         self.cache = cache
         self.skip_corrupt = skip_corrupt
         self.corrupt_files: list[str] = []
-        self._cache: dict[int, Tensor] = {}
+        self._cache: dict[int, tuple[Tensor, int]] = {}
 
     def __len__(self) -> int:
         return len(self.files)
@@ -97,7 +97,9 @@ class ImageFolderDataset(ImageDataset):
             raise DataError(f"cannot read image {path}: {error}") from error
         return resize_square_uint8(image.unsqueeze(0), self.source_resolution)[0]
 
-    def _load(self, index: int) -> Tensor:
+    def _load(self, index: int) -> tuple[Tensor, int]:
+        """The image at ``index`` (or, with skip_corrupt, at the next readable
+        index) and the index it really came from, whose label it carries."""
         cached = self._cache.get(index)
         if cached is not None:
             return cached
@@ -113,16 +115,17 @@ class ImageFolderDataset(ImageDataset):
                     self.corrupt_files.append(bad)
                 continue
             if self.cache:
-                self._cache[index] = image
-            return image
+                self._cache[index] = (image, candidate)
+            return image, candidate
         raise DataError(f"no readable image among the {len(self.files)} files under {self.files[0].parents[1]}")
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        return self._load(index), int(self._labels[index])
+        image, source = self._load(index)
+        return image, int(self._labels[source])
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
-        rows = [int(i) for i in indices]
-        return torch.stack([self._load(i) for i in rows]), self._labels[rows]
+        loaded = [self._load(int(i)) for i in indices]
+        return torch.stack([image for image, _ in loaded]), self._labels[[source for _, source in loaded]]
 
     @property
     def targets(self) -> Tensor:
