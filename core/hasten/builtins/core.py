@@ -119,11 +119,13 @@ class Progress(Plugin):
         self.progress: Any = None
         self.task_id: Any = None
         self.started = 0.0
+        self.first_step = 0
         self.last_print = 0.0
 
     @hookimpl
     def hasten_fit_start(self, state: State) -> None:
         self.started = time.perf_counter()
+        self.first_step = state.step  # after a resume, the ETA counts only this process's steps
         if not (self.enabled and state.is_main):
             return
         if sys.stderr.isatty():
@@ -153,7 +155,9 @@ class Progress(Plugin):
         now = time.perf_counter()
         if now - self.last_print >= 10 or step + 1 == state.total_steps:  # plain lines when not a terminal
             self.last_print = now
-            print(f"step {step + 1}/{state.total_steps}  {info}", file=sys.stderr, flush=True)
+            done = step + 1 - self.first_step
+            eta = (now - self.started) / max(done, 1) * (state.total_steps - step - 1)
+            print(f"step {step + 1}/{state.total_steps}  {info}  ETA {eta:.0f} s", file=sys.stderr, flush=True)
 
     @hookimpl(trylast=True)
     def hasten_fit_end(self, state: State) -> None:
