@@ -172,7 +172,7 @@ def test_sigterm_from_outside_checkpoints_and_exits_143(tmp_path):
     assert child.returncode == 143, err
     assert "SIGTERM received: stopped after step" in err
     stopped = int(err.split("stopped after step ")[1].split()[0])
-    assert 4 < stopped < 400
+    assert 4 <= stopped < 400  # the signal may land while step 4 is still finishing
     assert checkpoint_steps(tmp_path / "run")[-1] == stopped
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / f"step-{stopped:09d}.pt")["step"] == stopped
 

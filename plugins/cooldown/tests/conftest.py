@@ -9,24 +9,22 @@ from typing import Any
 import pytest
 import torch
 
+from hasten import testing
+
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+#: what this suite's tiny runs change from hasten.testing's
+SUITE_DEFAULTS: dict[str, Any] = {
+    "run": {"max_steps": 8},
+    "data": {"options": {"train_size": 256, "val_size": 64}},
+    "eval": {"every_steps": 1000},
+}
 
 
 def tiny_config_dict(tmp_path: Path, **sections: Any) -> dict[str, Any]:
     """A few steps of a small ResNet on procedural 16 px images, tracking off."""
-    base: dict[str, Any] = {
-        "run": {"name": "t", "seed": 0, "max_steps": 8, "log_every": 2, "run_dir": str(tmp_path / "run"),
-                "progress": False},
-        "data": {"dataset": "procedural", "resolution": 16, "batch_size": 16,
-                 "options": {"train_size": 256, "val_size": 64}},
-        "model": {"name": "small_resnet", "options": {"width": 8}},
-        "optim": {"lr": 0.05},
-        "eval": {"batch_size": 64, "every_steps": 1000},
-        "tracking": {"enabled": False},
-    }
-    for name, values in sections.items():
-        base.setdefault(name, {}).update(values)
-    return base
+    return testing.tiny_config_dict(tmp_path, SUITE_DEFAULTS, **sections)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 
+from hasten import testing
 from hasten.plugins import installed_plugins, register_plugin
 from hasten_f1clr.plugin import F1CLR
 
@@ -21,24 +22,15 @@ if "f1clr" not in installed_plugins():
     register_plugin(F1CLR)
 
 
+#: what this suite's tiny runs change from hasten.testing's
+SUITE_DEFAULTS: dict[str, Any] = {
+    "eval": {"every_steps": 1000},
+}
+
+
 def tiny_config_dict(tmp_path: Path, **sections: Any) -> dict[str, Any]:
     """A run of a few steps on small procedural images, tracking off."""
-    base: dict[str, Any] = {
-        "run": {"name": "t", "seed": 0, "max_steps": 6, "log_every": 2, "run_dir": str(tmp_path / "run"),
-                "progress": False},
-        "data": {"dataset": "procedural", "resolution": 16, "batch_size": 16,
-                 "options": {"train_size": 256, "val_size": 64, "unlabeled_size": 64}},
-        "model": {"name": "small_resnet", "options": {"width": 8}},
-        "optim": {"lr": 0.05},
-        "eval": {"batch_size": 64, "every_steps": 1000},
-        "tracking": {"enabled": False},
-    }
-    for name, values in sections.items():
-        if isinstance(values, dict):
-            base.setdefault(name, {}).update(values)
-        else:
-            base[name] = values
-    return base
+    return testing.tiny_config_dict(tmp_path, SUITE_DEFAULTS, **sections)
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import torch
 
+from hasten import testing
+
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 NOISE_SIZES = {"train": 64, "val": 16, "unlabeled": 16}
@@ -48,20 +50,18 @@ def progressive_plugin():
     unregister_plugin("progressive")
 
 
+#: what this suite's tiny runs change from hasten.testing's
+SUITE_DEFAULTS: dict[str, Any] = {
+    "run": {"max_steps": 8, "log_every": 1},
+    "data": {"dataset": "progressive_test_noise", "resolution": 32, "batch_size": 4, "options": {}},
+    "model": {"options": {"width": 4}},
+    "eval": {"batch_size": 16, "every_steps": 1000},
+}
+
+
 def tiny_config_dict(tmp_path: Path, **sections: Any) -> dict[str, Any]:
     """A few steps on 32 px noise images, tracking and progress off."""
-    base: dict[str, Any] = {
-        "run": {"name": "t", "seed": 0, "max_steps": 8, "log_every": 1, "run_dir": str(tmp_path / "run"),
-                "progress": False},
-        "data": {"dataset": "progressive_test_noise", "resolution": 32, "batch_size": 4},
-        "model": {"name": "small_resnet", "options": {"width": 4}},
-        "optim": {"lr": 0.05},
-        "eval": {"batch_size": 16, "every_steps": 1000},
-        "tracking": {"enabled": False},
-    }
-    for name, values in sections.items():
-        base.setdefault(name, {}).update(values)
-    return base
+    return testing.tiny_config_dict(tmp_path, SUITE_DEFAULTS, **sections)
 
 
 @pytest.fixture
