@@ -9,23 +9,18 @@ from typing import Any
 import pytest
 import torch
 
+from hasten import testing
+from hasten.testing import tiny_config_dict  # noqa: F401 - re-exported: tests import it from conftest
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("HASTEN_SHARED_DATA") or REPO.parent / "shared" / "datasets")
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
-from hasten.testing import tiny_config_dict  # noqa: E402 - re-exported for the tests
-
-
 @pytest.fixture
 def tiny_config(tmp_path: Path):
-    from hasten.config import validate_config
-
-    def make(**sections: Any):
-        return validate_config(tiny_config_dict(tmp_path, **sections))
-
-    return make
+    return testing.config_maker(tmp_path, None)
 
 
 # ------------------------------------------------------------ a real MLflow server

@@ -8,8 +8,14 @@ definition of "a tiny run".
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hasten.config import Config
+    from hasten.plugins import Plugin
 
 
 def tiny_config_dict(
@@ -38,3 +44,34 @@ def tiny_config_dict(
             else:
                 base[name] = values
     return base
+
+
+def config_maker(
+    directory: Path | Callable[[], Path], defaults: dict[str, Any] | None = None
+) -> Callable[..., Config]:
+    """``make(**sections) -> Config`` for tiny runs; ``directory`` is a folder, or a
+    callable giving a fresh folder per config (runs must not share a run directory)."""
+    from hasten.config import validate_config
+
+    def make(**sections: Any) -> Config:
+        folder = directory() if callable(directory) else directory
+        return validate_config(tiny_config_dict(folder, defaults, **sections))
+
+    return make
+
+
+@contextmanager
+def plugin_available(plugin_class: type[Plugin]) -> Iterator[None]:
+    """Make ``plugin_class`` usable in configs whether or not its distribution is
+    installed (tests run from a source tree register it in code)."""
+    from hasten.plugins import installed_plugins, register_plugin, unregister_plugin
+
+    found = installed_plugins().get(plugin_class.name)
+    if found is not None and found.plugin_class is not None:
+        yield
+        return
+    register_plugin(plugin_class)
+    try:
+        yield
+    finally:
+        unregister_plugin(plugin_class.name)

@@ -29,35 +29,19 @@ def tiny_config_dict(tmp_path: Path, **sections: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def tiny_config(tmp_path: Path):
-    from hasten.config import validate_config
-
-    def make(**sections: Any):
-        return validate_config(tiny_config_dict(tmp_path, **sections))
-
-    return make
+    return testing.config_maker(tmp_path, SUITE_DEFAULTS)
 
 
 @pytest.fixture(scope="module")
 def module_config(tmp_path_factory):
     """Like ``tiny_config``, for module-scoped runs shared by several tests."""
-    from hasten.config import validate_config
-
-    def make(**sections: Any):
-        return validate_config(tiny_config_dict(tmp_path_factory.mktemp("run"), **sections))
-
-    return make
+    return testing.config_maker(lambda: tmp_path_factory.mktemp("run"), SUITE_DEFAULTS)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def cooldown_registered():
     """Make ``cooldown`` available whether or not the distribution is installed (PYTHONPATH runs)."""
-    from hasten.plugins import installed_plugins, register_plugin, unregister_plugin
     from hasten_cooldown.plugin import Cooldown
 
-    already = installed_plugins().get("cooldown")
-    if already is None or already.plugin_class is None:
-        register_plugin(Cooldown)
-        yield
-        unregister_plugin("cooldown")
-    else:
+    with testing.plugin_available(Cooldown):
         yield

@@ -35,9 +35,4 @@ def tiny_config_dict(tmp_path: Path, **sections: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def tiny_config(tmp_path: Path):
-    from hasten.config import validate_config
-
-    def make(**sections: Any):
-        return validate_config(tiny_config_dict(tmp_path, **sections))
-
-    return make
+    return testing.config_maker(tmp_path, SUITE_DEFAULTS)
