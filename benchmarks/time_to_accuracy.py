@@ -12,6 +12,9 @@ Suites (one RESULTS.md section each, per scale):
   cool-down, selection without cool-down and greedy top-b + cool-down at 2/3
   of the steps (the research's 300k of 450k); a ViT uniform baseline and the
   ViT with selection + cool-down.
+* selection_ablation: the investigation when selection + cool-down does not
+  reach the baseline at CPU scale: beta, candidate ratio, selection
+  resolution and cool-down length, one at a time (``--seeds 1``).
 * ssl: SimSiam (``--ssl-method byol`` for BYOL), kNN accuracy. Cosine
   baseline; cosine at 0.6x of the epochs (control); F1-CLR, F1-CLR +
   super-progressive, F1-CLR + Hard Augment and all three at 0.6x (the
@@ -24,7 +27,7 @@ Suites (one RESULTS.md section each, per scale):
 Every recipe runs for ``--seeds`` seeds through ``hasten compare``'s
 machinery (benchmarks/common.py); the target of each comparison is its
 baseline's median final metric. ``--scale cpu`` is sized for 5-10 minutes a
-recipe run on 2 idle CPU cores (small_resnet, 48-64 px, a few epochs);
+recipe run on 2 idle CPU cores (small_resnet, 32-64 px, 4-5 epochs);
 ``--scale gpu`` is the research's settings scaled to Imagenette at 128 px.
 Before training, the plan (recipes x seeds x estimated minutes, from planned
 FLOPs and a short throughput probe on this machine) is printed.
@@ -58,22 +61,22 @@ from common import (
     write_section,
 )
 
-SUITES = ("supervised", "ssl", "schedules", "progressive_ablation")
+SUITES = ("supervised", "selection_ablation", "ssl", "schedules", "progressive_ablation")
 PLUGINS = ("selection", "cooldown", "f1clr", "progressive", "hardaug")
 
 #: sizes per scale. epochs = the baseline's length; short = the efficient recipes' share of it.
 SCALES: dict[str, dict[str, Any]] = {
     "cpu": {
-        "supervised": {"resolution": 64, "batch": 64, "epochs": 8, "short": 2 / 3, "lr": 0.1,
+        "supervised": {"resolution": 64, "batch": 64, "epochs": 4, "short": 2 / 3, "lr": 0.1,
                        "model": {"name": "small_resnet", "options": {"width": 16}},
                        "selection_resolution": 28,  # 96/224 of 64 px
                        "vit": {"name": "vit_tiny", "options": {"patch_size": 8, "ref_resolution": 64}},
                        "vit_selection_resolution": 32,  # a multiple of the patch size
                        "vit_lr": 1e-3},
-        "ssl": {"resolution": 48, "batch": 128, "epochs": 8, "short": 0.6, "lr": 0.05, "max_lr": 0.1,
+        "ssl": {"resolution": 32, "batch": 128, "epochs": 5, "short": 0.6, "lr": 0.05, "max_lr": 0.1,
                 "model": {"name": "small_resnet", "options": {"width": 16}},
-                "sp_min": 24, "sp_step": 8, "sp_ablation": (32, 24, 16),  # ~96/224 of 48 px; 0.67/0.5/0.33
-                "ha_resolution": 16},  # ~64/224 of 48 px
+                "sp_min": 16, "sp_step": 4, "sp_ablation": (20, 16, 12),  # ~128, 96, 64 of 224 at 32 px
+                "ha_resolution": 12},  # ~64/224 of 32 px, rounded up
     },
     "gpu": {
         "supervised": {"resolution": 128, "batch": 128, "epochs": 80, "short": 2 / 3, "lr": 0.1,
@@ -147,7 +150,8 @@ def with_plugins(config: dict[str, Any], **plugins: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------ suites
-def supervised_suite(scale: str, data: Path | None, quick: bool) -> Suite:
+def supervised_suite(scale: str, data: Path | None, quick: bool, ablation: bool = False) -> Suite:
+    """The selection table; ``ablation``: one setting of selection + cool-down changed at a time."""
     s = SCALES[scale]["supervised"]
     res, batch = (QUICK["resolution"], QUICK["batch"]) if quick else (s["resolution"], s["batch"])
     data_cfg, images = data_section(data, res, batch, quick)
@@ -193,6 +197,28 @@ def supervised_suite(scale: str, data: Path | None, quick: bool) -> Suite:
                with_plugins(with_length(vit_base, short), selection=vit_selection, cooldown=cooldown),
                baseline="ViT uniform", research=Research("ViT-S/16 1.5x FLOPs at 73.3 -> 73.2%", 1.5, 1.5)),
     ]
+    if ablation:
+        reference = with_plugins(short_base, selection=selection, cooldown=cooldown)
+
+        def variant(name: str, config: dict[str, Any]) -> Recipe:
+            return Recipe(name, config, baseline="uniform")
+
+        recipes = [
+            Recipe("uniform", base),
+            variant("selection + cool-down, 2/3 steps (as in the supervised table)", reference),
+            variant("beta 2", with_plugins(short_base, selection={**selection, "beta": 2.0}, cooldown=cooldown)),
+            variant("candidate ratio 4 (b_bar = 4b)",
+                    with_plugins(short_base, selection={**selection, "candidate_ratio": 4.0}, cooldown=cooldown)),
+            variant(f"selection resolution {res} px (full)",
+                    with_plugins(short_base, selection={**selection, "selection_resolution": res},
+                                 cooldown=cooldown)),
+            variant("cool-down 30%", with_plugins(short_base, selection=selection, cooldown={"fraction": 0.3})),
+        ]
+        sizes = (f"{data_cfg['dataset']} {res} px, batch {batch}; {model['name']} {model.get('options', {})}, "
+                 f"SGD nesterov lr {base['optim']['lr']} cosine; baseline {full} steps; each variant changes one "
+                 f"setting of the reference (b_bar = 2b at {sel_res} px, beta 1, cool-down 10%, {short} steps)")
+        return Suite("selection_ablation", "Supervised: selection settings at CPU scale (Imagenette)", "val/acc1",
+                     recipes, sizes)
     sizes = (f"{data_cfg['dataset']} {res} px, batch {batch}; {model['name']} {model.get('options', {})}, "
              f"SGD nesterov lr {base['optim']['lr']} cosine; {vit['name']} {vit.get('options', {})}, AdamW "
              f"lr {s['vit_lr']} warm-up cosine; baseline {full} steps, short recipes {short} steps; "
@@ -295,8 +321,8 @@ def progressive_suite(scale: str, data: Path | None, quick: bool, method: str) -
 
 
 def build_suite(name: str, scale: str, data: Path | None, quick: bool, method: str) -> Suite:
-    if name == "supervised":
-        return supervised_suite(scale, data, quick)
+    if name in ("supervised", "selection_ablation"):
+        return supervised_suite(scale, data, quick, ablation=name == "selection_ablation")
     builders = {"ssl": ssl_suite, "schedules": schedules_suite, "progressive_ablation": progressive_suite}
     return builders[name](scale, data, quick, method)
 

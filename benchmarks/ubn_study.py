@@ -67,12 +67,12 @@ def spiral(seeds: list[int], steps: int | None, workdir: Path) -> dict[str, list
     return table
 
 
-def imagenette_base(quick: bool, steps: int | None) -> dict[str, Any]:
+def imagenette_base(quick: bool, steps: int | None, width: int = 32) -> dict[str, Any]:
     return {
         "run": {"name": "ubn-imagenette", "seed": 0, "max_steps": steps or (3 if quick else 2000), "log_every": 50},
         "data": {"dataset": "imagefolder", "path": str(SHARED / "imagenette2-128"), "resolution": 32,
                  "batch_size": 16 if quick else 64, "options": {"cache": True}},
-        "model": {"name": "small_resnet", "options": {"width": 8 if quick else 32}},
+        "model": {"name": "small_resnet", "options": {"width": 8 if quick else width}},
         "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
         "schedule": {"name": "cosine"},
         "eval": {"batch_size": 256, "every_steps": 10**6, "max_batches": 1 if quick else None},
@@ -93,13 +93,14 @@ def depth_base(quick: bool, steps: int | None) -> dict[str, Any]:
 
 
 def fraction_study(
-    base: dict[str, Any], fractions: list[float], seeds: list[int], metrics: list[str], workdir: Path, label: str
+    base: dict[str, Any], fractions: list[float], seeds: list[int], metrics: list[str], workdir: Path, label: str,
+    modes: list[str] = ("two_step",),  # type: ignore[assignment]
 ) -> dict[str, dict[str, dict[str, list[float]]]]:
-    """fraction -> method -> metric -> one value per seed."""
+    """fraction -> method ("BN", "UBN <mode>") -> metric -> one value per seed."""
     out: dict[str, dict[str, dict[str, list[float]]]] = {}
     for fraction in fractions:
         row: dict[str, dict[str, list[float]]] = {}
-        methods = [("BN", None)] + ([("UBN", {"ubn": {}})] if fraction < 1.0 else [])
+        methods = [("BN", None)] + ([(f"UBN {m}", {"ubn": {"mode": m}}) for m in modes] if fraction < 1.0 else [])
         for name, plugins in methods:
             values: dict[str, list[float]] = {m: [] for m in metrics}
             for seed in seeds:
@@ -119,18 +120,29 @@ def fraction_study(
     return out
 
 
+def _cell(values: list[float]) -> str:
+    """Median, and the range over seeds when there are several."""
+    median = f"{statistics.median(values):.4f}"
+    return median if len(values) == 1 else f"{median} ({min(values):.3f}-{max(values):.3f})"
+
+
 def markdown_fraction(study: dict[str, dict[str, dict[str, list[float]]]], metrics: list[str]) -> str:
-    head = "| labeled | " + " | ".join(f"BN {m} | UBN {m} | gain" for m in metrics) + " |"
-    lines = [head, "|" + "---|" * (1 + 3 * len(metrics))]
+    """One row per fraction: BN, then each UBN mode and its gain (median over seeds) per metric."""
+    methods = sorted({name for row in study.values() for name in row if name != "BN"})
+    head = "| labeled | " + " | ".join(
+        f"BN {m} | " + " | ".join(f"{name} {m} | gain" for name in methods) for m in metrics
+    ) + " |"
+    lines = [head, "|" + "---|" * (1 + len(metrics) * (1 + 2 * len(methods)))]
     for fraction, row in study.items():
         cells = []
         for m in metrics:
             bn = statistics.median(row["BN"][m])
-            if "UBN" in row:
-                ubn = statistics.median(row["UBN"][m])
-                cells += [f"{bn:.4f}", f"{ubn:.4f}", f"{ubn - bn:+.4f}"]
-            else:
-                cells += [f"{bn:.4f}", "= BN (no unlabeled images)", "-"]
+            cells.append(_cell(row["BN"][m]))
+            for name in methods:
+                if name in row:
+                    cells += [_cell(row[name][m]), f"{statistics.median(row[name][m]) - bn:+.4f}"]
+                else:
+                    cells += ["= BN (no unlabeled images)", "-"]
         lines.append(f"| {float(fraction):.0%} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -143,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.05, 0.1, 0.25, 0.5, 1.0])
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 0-4 (spiral), 0 (studies)")
     parser.add_argument("--steps", type=int, default=None, help="override max_steps of every run")
+    parser.add_argument("--width", type=int, default=32, help="small_resnet width of the Imagenette study")
+    parser.add_argument("--modes", nargs="+", default=["two_step"], choices=["two_step", "joint"],
+                        help="UBN modes compared with BN in the labeled-fraction studies")
     parser.add_argument("--json", default=None, help="write the raw results here")
     parser.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)))
     args = parser.parse_args(argv)
@@ -175,18 +190,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipping imagenette: {SHARED / 'imagenette2-128'} not found")
         else:
             metrics = ["val/acc1"]
-            base = imagenette_base(args.quick, args.steps)
-            study = fraction_study(base, fractions, seeds, metrics, workdir, "imagenette")
+            base = imagenette_base(args.quick, args.steps, args.width)
+            study = fraction_study(base, fractions, seeds, metrics, workdir, "imagenette", args.modes)
             results["imagenette"] = study
             sections["imagenette"] = len(report)
-            report.append(f"### Imagenette 32 px, small_resnet, val top-1 (median of seeds {seeds})\n")
+            report.append(f"### Imagenette 32 px, small_resnet width {base['model']['options']['width']}, "
+                          f"{base['run']['max_steps']} steps, val top-1 "
+                          f"(median of seeds {seeds}, range in brackets)\n")
             report.append(markdown_fraction(study, metrics) + "\n")
     if "depth" in args.parts:
         metrics = ["val/delta1", "val/abs_rel"]
-        study = fraction_study(depth_base(args.quick, args.steps), fractions, seeds, metrics, workdir, "depth")
+        base = depth_base(args.quick, args.steps)
+        study = fraction_study(base, fractions, seeds, metrics, workdir, "depth", args.modes)
         results["depth"] = study
         sections["depth"] = len(report)
-        report.append(f"### procedural_depth 32 px, dispnet (median of seeds {seeds})\n")
+        report.append(f"### procedural_depth 32 px, dispnet, {base['run']['max_steps']} steps "
+                      f"(median of seeds {seeds}, range in brackets)\n")
         report.append(markdown_fraction(study, metrics) + "\n")
 
     print("\n".join(report))

@@ -93,6 +93,24 @@ def test_procedural_difficulty_controls_noise() -> None:
     assert roughness(noisy) > 3 * roughness(clean)
 
 
+def test_procedural_fixed_colours_keep_the_geometry_and_remove_colour() -> None:
+    coloured, labels = render_scenes(60, 24, seed=0, difficulty=0.0)
+    grey, grey_labels = render_scenes(60, 24, seed=0, difficulty=0.0, colours="fixed")
+    assert torch.equal(labels, grey_labels)
+
+    # Same scenes: the object's pixels (where the image leaves its background colour) coincide.
+    def object_mask(images: torch.Tensor) -> torch.Tensor:
+        corner = images[:, :, :1, :1].float()
+        return (images.float() - corner).abs().amax(1) > 40
+    overlap = (object_mask(coloured) & object_mask(grey)).sum() / object_mask(grey).sum()
+    assert overlap > 0.9
+    # Every fixed-colour image uses the same grey levels: 0.15 background, 0.85 object.
+    assert grey[:, 0].equal(grey[:, 1]) and grey[:, 1].equal(grey[:, 2])
+    assert set(grey.unique().tolist()) <= set(range(round(0.15 * 255), round(0.85 * 255) + 1))
+    with pytest.raises(UserError, match="option 'colours' must be one of random, fixed, got 'grey'"):
+        build("procedural", colours="grey")
+
+
 def test_procedural_depth_puts_the_object_in_front() -> None:
     images, labels, depth = render_scenes(100, 32, seed=0, with_depth=True)
     plain_images, plain_labels = render_scenes(100, 32, seed=0)

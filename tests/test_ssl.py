@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 import torch
@@ -209,6 +208,19 @@ def test_heads_scale_with_the_backbone(tiny_config):
     assert not optimized & {id(p) for p in task.momentum_encoder.parameters()}
 
 
+def test_dino_head_batchnorm_follows_the_backbone(tiny_config):
+    def head_norms(**sections) -> int:
+        task = Trainer(ssl_config(tiny_config, "dino", **sections)).state.task
+        return sum(isinstance(m, torch.nn.BatchNorm1d) for m in task.model.projector.modules())
+
+    assert head_norms() == 2  # small_resnet has BatchNorm: after both hidden layers
+    assert head_norms(task_options={"head_batchnorm": False}) == 0
+    vit = {"name": "vit_tiny", "options": {"patch_size": 4, "ref_resolution": 16}}
+    assert head_norms(model=vit) == 0  # DINO's published ViT head
+    with pytest.raises(hasten.UserError, match=r"task\.options\.head_batchnorm: not used by method 'byol'"):
+        Trainer(ssl_config(tiny_config, "byol", task_options={"head_batchnorm": True}))
+
+
 def test_momentum_update_and_flops(tiny_config):
     trainer = Trainer(ssl_config(tiny_config, "byol", steps=1))
     state, task = trainer.state, trainer.state.task
@@ -321,23 +333,37 @@ def test_linear_probe_command(tiny_config, tmp_path, capsys):
 
 
 # ------------------------------------------------------------ short trainings
-#: SSL runs on the embedded procedural data. At 16 px / 512 images / 300 steps neither SimSiam (kNN 0.106)
-#: nor supervised classification (val 0.133) gets clearly above chance, so the size is still to be found
-#: on an idle machine; until then the test runs only with HASTEN_SLOW_TESTS=1 (see the issue-6 report).
-LEARN_STEPS = 300
-LEARN_MARGIN = 0.2  # kNN top-1 must clear this; chance is 0.1 (10 classes), a random backbone scores ~0.09-0.11
+#: Each method trains on the embedded procedural scenes painted in fixed grey levels (data option
+#: ``colours: fixed``): with random colours the background and object colours identify every image
+#: through any colour jitter, and a short run learns that shortcut instead of the shapes (SimSiam, 200
+#: steps: kNN 0.12 with random colours, 0.39 fixed; docs/ssl.md). Short-run settings: the momentum
+#: methods start at tau 0.99 and BYOL/MoCo train at lr 0.2 (measured on this size: BYOL 0.31 at 0.1 vs
+#: 0.38 at 0.2, MoCo 0.28 vs 0.32). Chance is 0.10; the random backbone scores 0.24 (the shapes differ
+#: in their pixels), so the test asks for both: well above chance, and a gain over the untrained network.
+LEARN_STEPS = 200
+LEARN_LR = {"simsiam": 0.1, "byol": 0.2, "simclr": 0.1, "mocov2plus": 0.2, "dino": 0.1}
+LEARN_MIN_KNN = 0.27
+LEARN_MIN_GAIN = 0.05
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("HASTEN_SLOW_TESTS"), reason="SSL learning runs: set HASTEN_SLOW_TESTS=1")
 @pytest.mark.parametrize("method", ["simsiam", "byol", "simclr", "mocov2plus", "dino"])
 def test_each_method_learns(tiny_config, method):
+    options: dict[str, object] = {"knn_k": 20, "knn_bank_size": None}
+    if method in ("byol", "dino"):
+        options["tau_base"] = 0.99
+    if method == "mocov2plus":
+        options["queue_size"] = 1024
     config = ssl_config(
         tiny_config, method, steps=LEARN_STEPS,
         run={"log_every": 50},
-        data={"batch_size": 64, "options": {"train_size": 512, "val_size": 256}},
-        eval={"every_steps": 10**6, "batch_size": 256},
-        task_options={"knn_k": 200, "knn_bank_size": None},
+        data={"resolution": 24, "batch_size": 128,
+              "options": {"train_size": 1024, "val_size": 512, "colours": "fixed"}},
+        model={"name": "small_resnet", "options": {"width": 16}},
+        optim={"lr": LEARN_LR[method]},
+        eval={"every_steps": 10**6, "batch_size": 512},
+        task_options=options,
     )
-    result = train(config)
-    assert result.metrics["knn/acc1"] > LEARN_MARGIN, result.metrics["knn/acc1"]
+    trainer = Trainer(config)
+    untrained = trainer.state.task.evaluate(trainer.state)["knn/acc1"]
+    trained = trainer.fit().metrics["knn/acc1"]
+    assert trained > LEARN_MIN_KNN and trained - untrained > LEARN_MIN_GAIN, (untrained, trained)

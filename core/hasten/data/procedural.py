@@ -52,6 +52,9 @@ _DISTRACTORS = 3
 # steps at 32 px (batch 128, SGD 0.1 nesterov, cosine, crop + flip; ~50 s on 2 cores), ~11% after 30.
 NOISE_STD = 0.056
 _PIXEL_BUDGET = 1 << 20  # pixels rendered at once: bounds memory and the waste past n at large resolutions
+COLOURS = ("random", "fixed")
+#: grey levels of colours="fixed": background ramp ends, distractor lines, the object
+_FIXED_GREYS = {"background": 0.15, "background2": 0.35, "segment_colour": 0.6, "foreground": 0.85}
 
 
 def _chunk_generator(seed: int, stream: int, chunk: int) -> torch.Generator:
@@ -109,7 +112,9 @@ def _coverage(sdf: Tensor, pixel: Tensor | float) -> Tensor:
     return (0.5 - sdf / pixel).clamp(0, 1)
 
 
-def _draw_parameters(generator: torch.Generator, count: int, difficulty: float) -> dict[str, Tensor]:
+def _draw_parameters(
+    generator: torch.Generator, count: int, difficulty: float, colours: str = "random"
+) -> dict[str, Tensor]:
     def uniform(low: float, high: float, *shape: int) -> Tensor:
         return low + (high - low) * torch.rand(*shape, generator=generator)
 
@@ -143,6 +148,10 @@ def _draw_parameters(generator: torch.Generator, count: int, difficulty: float) 
         "depth_angle": uniform(0, 2 * math.pi, count),
         "depth_object": uniform(1.0, 2.5, count),
     }
+    if colours == "fixed":
+        # Drawn and then overwritten, so the random stream (geometry, noise) is the same as with random colours.
+        for key, grey in _FIXED_GREYS.items():
+            params[key] = torch.full_like(params[key], grey)
     return params
 
 
@@ -261,6 +270,7 @@ def render_scenes(
     *,
     stream: int = 0,
     difficulty: float = 1.0,
+    colours: str = "random",
 ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
     """Render ``n`` scenes: uint8 images (n,3,R,R), int64 labels (n,) and, with
     ``with_depth``, float32 depth (n,1,R,R) in metres.
@@ -269,18 +279,26 @@ def render_scenes(
     textured classes, its disc) is a fronto-parallel plate at 1-2.5 m; the
     distractor lines are painted on the background. ``difficulty`` scales the
     pixel noise (std 0.056 * difficulty), background shading and distractors.
+    ``colours="fixed"`` paints every scene in the same grey levels (light
+    object, dark background), with the same geometry and noise as "random":
+    nothing but the geometry then tells two images apart. Self-supervised
+    methods need it at small scale, because a random scene's background and
+    object colours identify the image through any colour jitter, and a short
+    run learns that shortcut instead of the shape (docs/ssl.md).
     """
     if n < 0 or resolution < 1:
         raise UserError(f"render_scenes: need n >= 0 and resolution >= 1, got n={n}, resolution={resolution}")
     if difficulty < 0:
         raise UserError(f"render_scenes: difficulty must be >= 0, got {difficulty}")
+    if colours not in COLOURS:
+        raise UserError(f"render_scenes: colours must be one of {', '.join(COLOURS)}, got {colours!r}")
     images = torch.empty(n, 3, resolution, resolution, dtype=torch.uint8)
     labels = torch.empty(n, dtype=torch.int64)
     depth = torch.empty(n, 1, resolution, resolution) if with_depth else None
     per_pass = max(1, _PIXEL_BUDGET // (resolution * resolution))
     for chunk in range(math.ceil(n / CHUNK)):
         generator = _chunk_generator(seed, stream, chunk)
-        params = _draw_parameters(generator, CHUNK, difficulty)
+        params = _draw_parameters(generator, CHUNK, difficulty, colours)
         start, stop = chunk * CHUNK, min(n, (chunk + 1) * CHUNK)
         labels[start:stop] = params["labels"][: stop - start]
         # Noise is drawn per pass of a size fixed by the resolution alone, so
@@ -308,8 +326,12 @@ class ProceduralDataset(TensorImageDataset):
 
     class_names = CLASS_NAMES
 
-    def __init__(self, split: str, size: int, resolution: int, seed: int, difficulty: float) -> None:
-        images, labels = render_scenes(size, resolution, seed, stream=STREAMS[split], difficulty=difficulty)
+    def __init__(
+        self, split: str, size: int, resolution: int, seed: int, difficulty: float, colours: str = "random"
+    ) -> None:
+        images, labels = render_scenes(
+            size, resolution, seed, stream=STREAMS[split], difficulty=difficulty, colours=colours
+        )
         self.hidden_labels = labels
         if split == "unlabeled":
             labels = torch.full_like(labels, -1)
@@ -317,14 +339,18 @@ class ProceduralDataset(TensorImageDataset):
         super().__init__(images, labels, num_classes=NUM_CLASSES, mean=(0.5, 0.5, 0.5), std=(0.3, 0.3, 0.3))
         self.split = split
         self.difficulty = difficulty
+        self.colours = colours
 
 
 @REGISTRY.datasets.register("procedural")
 def build_procedural(
     *, split: str, resolution: int, seed: int, path: str | None = None, **options: Any
 ) -> ProceduralDataset:
-    """Options: train_size (5000), val_size (1000), unlabeled_size (5000), difficulty (1.0); ``path`` is unused."""
-    reject_unknown_options("procedural", options, ("train_size", "val_size", "unlabeled_size", "difficulty"))
+    """Options: train_size (5000), val_size (1000), unlabeled_size (5000), difficulty (1.0), colours
+    ("random" or "fixed", see :func:`render_scenes`); ``path`` is unused."""
+    reject_unknown_options(
+        "procedural", options, ("train_size", "val_size", "unlabeled_size", "difficulty", "colours")
+    )
     check_split("procedural", split)
     defaults = {"train": 5000, "val": 1000, "unlabeled": 5000}
     sizes = {s: positive_int_option("procedural", options, f"{s}_size", d) for s, d in defaults.items()}
@@ -333,4 +359,7 @@ def build_procedural(
         raise UserError(f"dataset 'procedural': option 'difficulty' must be a number >= 0, got {difficulty!r}")
     if not isinstance(resolution, int) or resolution < 1:
         raise UserError(f"dataset 'procedural': resolution must be a positive integer, got {resolution!r}")
-    return ProceduralDataset(split, sizes[split], resolution, seed, float(difficulty))
+    colours = options.get("colours", "random")
+    if colours not in COLOURS:
+        raise UserError(f"dataset 'procedural': option 'colours' must be one of {', '.join(COLOURS)}, got {colours!r}")
+    return ProceduralDataset(split, sizes[split], resolution, seed, float(difficulty), colours)
