@@ -206,7 +206,7 @@ def supervised_suite(scale: str, data: Path | None, quick: bool, ablation: bool 
         recipes = [
             Recipe("uniform", base),
             variant("selection + cool-down, 2/3 steps (as in the supervised table)", reference),
-            variant("beta 2", with_plugins(short_base, selection={**selection, "beta": 2.0}, cooldown=cooldown)),
+            variant("beta 0.5", with_plugins(short_base, selection={**selection, "beta": 0.5}, cooldown=cooldown)),
             variant("candidate ratio 4 (b_bar = 4b)",
                     with_plugins(short_base, selection={**selection, "candidate_ratio": 4.0}, cooldown=cooldown)),
             variant(f"selection resolution {res} px (full)",
@@ -232,6 +232,8 @@ def _ssl_parts(scale: str, data: Path | None, quick: bool, method: str) -> dict[
     res, batch = (QUICK["resolution"], QUICK["batch"]) if quick else (s["resolution"], s["batch"])
     data_cfg, images = data_section(data, res, batch, quick)
     data_cfg["augment"] = {"preset": "simclr", "magnitude": 5.0}
+    if data is None:  # random colours identify each procedural scene: SSL needs the fixed-colour scenes (docs/ssl.md)
+        data_cfg["options"]["colours"] = "fixed"
     model = {"name": "small_resnet", "options": {"width": QUICK["width"]}} if quick else copy.deepcopy(s["model"])
     full = QUICK["steps"] if quick else length(s["epochs"], images, batch)
     short = QUICK["short_steps"] if quick else round(full * s["short"])
@@ -296,6 +298,9 @@ def schedules_suite(scale: str, data: Path | None, quick: bool, method: str) -> 
                research=Research("ImageNet 100 ep: 66.0% vs cosine 66.1%")),
         Recipe("F1-CLR", with_plugins(short, f1clr=p["f1clr"]), baseline="cosine",
                research=Research("1.3-1.6x to equal accuracy (ImageNet 66.4% vs 66.1%)", 1.3, 1.6)),
+        # What the backbone scores before SSL training: how much of each kNN accuracy is learned.
+        Recipe("untrained backbone (1 step, reference)", with_length(short, 1), baseline="cosine",
+               research=Research("reference: kNN of an (almost) untrained network")),
     ]
     return Suite("schedules", f"LR schedules at a shortened length ({method}, Imagenette)", "knn/acc1", recipes,
                  _ssl_sizes(p, f"all three at {p['short']} steps with peak LR {peak}; warm-up "
@@ -401,7 +406,7 @@ def default_data() -> Path | None:
 
 def run_suite(suite: Suite, args: argparse.Namespace, out_dir: Path) -> None:
     seeds = list(range(args.seeds))
-    experiment = f"tta-{suite.name}-{args.scale}"
+    experiment = f"tta-{suite.name}-{args.scale}" + ("-embedded" if args.data_path is None else "")
     results = run_recipes(suite.recipes, seeds, workdir=out_dir / experiment, metric=suite.metric,
                           overrides=args.overrides + ([f"run.threads={args.threads}"] if args.threads else []),
                           experiment=experiment, plugins=PLUGINS)
@@ -417,11 +422,14 @@ def run_suite(suite: Suite, args: argparse.Namespace, out_dir: Path) -> None:
                   for name, e in results.items()}},
         indent=1, default=lambda v: None if isinstance(v, float) and not math.isfinite(v) else v))
     print("\n" + table)
+    embedded = args.data_path is None
+    why = "as asked (--data embedded)" if args.data == "embedded" else "Imagenette was not found"
     body = (f"Scale `{args.scale}`" + (" (--quick sizes)" if args.quick else "") + f", {len(seeds)} seed(s): "
-            f"{suite.sizes}." + ("" if args.data_path else " **Data: the embedded procedural set (Imagenette was "
-                                 "not found), not Imagenette.**") + "\n\n" + table)
-    write_section(f"time_to_accuracy/{suite.name}/{args.scale}", f"{suite.title}, {args.scale} scale", body,
-                  quick=args.quick, path=args.results, plot=plot)
+            f"{suite.sizes}." + (f" **Data: the embedded procedural set ({why}), not Imagenette.**" if embedded
+                                 else "") + "\n\n" + table)
+    title = suite.title.replace("Imagenette", "embedded procedural data") if embedded else suite.title
+    write_section(f"time_to_accuracy/{suite.name}/{args.scale}" + ("/embedded" if embedded else ""),
+                  f"{title}, {args.scale} scale", body, quick=args.quick, path=args.results, plot=plot)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -430,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", choices=list(SCALES), default="cpu")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per recipe (median and spread)")
     parser.add_argument("--data", default=None, help="Imagenette ImageFolder tree (default: "
-                        "$HASTEN_SHARED_DATA/imagenette2-128 or ../shared/datasets/imagenette2-128)")
+                        "$HASTEN_SHARED_DATA/imagenette2-128 or ../shared/datasets/imagenette2-128), or "
+                        "'embedded': the procedural scenes (fixed colours for SSL), written to their own sections")
     parser.add_argument("--ssl-method", default="simsiam", choices=["simsiam", "byol", "simclr", "mocov2plus", "dino"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -442,13 +451,15 @@ def main(argv: list[str] | None = None) -> int:
                         "--quick: benchmarks/results/smoke/RESULTS.md)")
     args = parser.parse_args(argv)
 
-    if args.data is not None:
+    if args.data == "embedded":
+        args.data_path = None
+    elif args.data is not None:
         args.data_path = Path(args.data).resolve()
         if not (args.data_path / "train").is_dir():
             raise SystemExit(f"--data {args.data}: no train/ folder there")
     else:
         args.data_path = default_data()
-    if args.data_path is None:
+    if args.data_path is None and args.data != "embedded":
         print(f"NOTICE: {shared_datasets() / 'imagenette2-128'} not found: using the embedded procedural data "
               "(same lengths in steps); the tables will say so", flush=True)
     ensure_plugins(PLUGINS)
