@@ -247,6 +247,7 @@ def render_scenes(
     *,
     stream: int = 0,
     difficulty: float = 1.0,
+    colours: str = "random",
 ) -> tuple[Tensor, Tensor]: ...
 
 
@@ -259,6 +260,7 @@ def render_scenes(
     *,
     stream: int = 0,
     difficulty: float = 1.0,
+    colours: str = "random",
 ) -> tuple[Tensor, Tensor, Tensor]: ...
 
 
