@@ -8,6 +8,10 @@
    stream) for each fraction. 100% leaves no unlabeled images: UBN = BN there.
 3. The same on the embedded depth data (procedural_depth, dispnet): delta < 1.25
    and abs-rel.
+4. constant_statistics: where two_step's deficit on CNNs comes from. BN, two_step
+   with the labeled batch standing in for the unlabeled one (BN's own statistics,
+   held constant: no gradient through mu, sigma), two_step and joint, with SGD 0.1
+   and with the research's Adam 2e-4.
 
     python benchmarks/ubn_study.py                 # everything (hours on 2 CPU cores)
     python benchmarks/ubn_study.py --quick         # a smoke test of every part (about a minute)
@@ -25,10 +29,13 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
+from common import ensure_plugins, write_section  # first: puts core/ on sys.path in a checkout without install
 
 from hasten.config import read_file, validate_config
 from hasten.engine import train
@@ -46,6 +53,8 @@ def run(raw: dict[str, Any], workdir: Path) -> dict[str, float]:
     result = train(validate_config(raw))
     metrics = dict(result.metrics)
     metrics["wall_s"] = time.perf_counter() - started
+    tail = result.losses[-50:]
+    metrics["train_loss_tail"] = sum(tail) / max(1, len(tail))
     return metrics
 
 
@@ -147,11 +156,81 @@ def markdown_fraction(study: dict[str, dict[str, dict[str, list[float]]]], metri
     return "\n".join(lines)
 
 
+@contextmanager
+def labeled_as_unlabeled() -> Iterator[None]:
+    """Inside: UBN's "unlabeled" batch is a copy of the labeled batch. two_step then normalises with
+    exactly the statistics BN uses (those of [x; x] equal those of x) but as constants: the only
+    difference from BN left is that no gradient flows through mu and sigma."""
+    from hasten_ubn.ubn import UBNModel
+
+    original = UBNModel.forward
+
+    def forward(self: Any, x: torch.Tensor) -> Any:
+        self.set_unlabeled(x.detach().clone())
+        return original(self, x)
+
+    UBNModel.forward = forward  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        UBNModel.forward = original  # type: ignore[method-assign]
+
+
+def constant_statistics_base(quick: bool, steps: int | None) -> dict[str, Any]:
+    return {
+        "run": {"name": "ubn-constant-stats", "seed": 0, "max_steps": steps or (3 if quick else 300),
+                "log_every": 25},
+        "data": {"dataset": "procedural", "resolution": 32, "batch_size": 16 if quick else 64,
+                 "labeled_fraction": 0.2,
+                 "options": {"train_size": 200 if quick else 2500, "val_size": 64 if quick else 500}},
+        "model": {"name": "small_resnet", "options": {"width": 8 if quick else 16}},
+        "schedule": {"name": "cosine"},
+        "eval": {"batch_size": 250, "every_steps": 10**6},
+    }
+
+
+CONSTANT_STATS_OPTIMIZERS = {
+    "SGD lr 0.1": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
+    "AdamW lr 2e-4 (the research's Adam 2e-4)": {"name": "adamw", "lr": 2e-4, "weight_decay": 0.0},
+}
+
+
+def constant_statistics(quick: bool, steps: int | None, seeds: list[int], workdir: Path) -> list[str]:
+    """Does two_step's deficit come from the combined batch or from holding the statistics constant?
+
+    Per optimiser: BN; two_step with the labeled batch as its own unlabeled batch (BN's statistics,
+    as constants); two_step with real unlabeled images; joint. Training loss (mean of the last 50
+    steps) and val top-1, median over seeds.
+    """
+    base = constant_statistics_base(quick, steps)
+    variants = [("BN", None, False), ("two_step, labeled batch as the unlabeled one", "two_step", True),
+                ("two_step", "two_step", False), ("joint", "joint", False)]
+    lines = ["| optimiser | variant | train loss (last 50 steps) | val top-1 |", "|---|---|---|---|"]
+    for optimiser, optim in CONSTANT_STATS_OPTIMIZERS.items():
+        for name, mode, self_stats in variants:
+            losses, accuracies = [], []
+            for seed in seeds:
+                raw = copy.deepcopy(base)
+                raw["run"]["seed"] = seed
+                raw["optim"] = dict(optim)
+                if mode is not None:
+                    raw["plugins"] = {"ubn": {"mode": mode}}
+                with labeled_as_unlabeled() if self_stats else nullcontext():
+                    metrics = run(raw, workdir)
+                losses.append(metrics["train_loss_tail"])
+                accuracies.append(metrics["val/acc1"])
+                print(f"  constant statistics {optimiser} {name} seed {seed}: loss {losses[-1]:.3f}, "
+                      f"val/acc1 {accuracies[-1]:.3f} ({metrics['wall_s']:.0f} s)", flush=True)
+            lines.append(f"| {optimiser} | {name} | {statistics.median(losses):.3f} | "
+                         f"{statistics.median(accuracies):.3f} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that every part runs")
-    parser.add_argument("--parts", nargs="+", default=["spiral", "imagenette", "depth"],
-                        choices=["spiral", "imagenette", "depth"])
+    parser.add_argument("--parts", nargs="+", default=["spiral", "imagenette", "depth", "constant_statistics"],
+                        choices=["spiral", "imagenette", "depth", "constant_statistics"])
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.05, 0.1, 0.25, 0.5, 1.0])
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 0-4 (spiral), 0 (studies)")
     parser.add_argument("--steps", type=int, default=None, help="override max_steps of every run")
@@ -161,9 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write the raw results here")
     parser.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)))
     args = parser.parse_args(argv)
-    from common import ensure_plugins  # plugins/ubn usable without installing it
-
-    ensure_plugins(["ubn"])
+    ensure_plugins(["ubn"])  # plugins/ubn usable without installing it
     torch.set_num_threads(args.threads)
     workdir = Path(tempfile.mkdtemp(prefix="ubn-study-"))
     results: dict[str, Any] = {}
@@ -208,11 +285,18 @@ def main(argv: list[str] | None = None) -> int:
                       f"(median of seeds {seeds}, range in brackets)\n")
         report.append(markdown_fraction(study, metrics) + "\n")
 
-    print("\n".join(report))
-    from common import write_section  # benchmarks/common.py: the RESULTS.md writer
+    if "constant_statistics" in args.parts:
+        sections["constant_statistics"] = len(report)
+        cs_base = constant_statistics_base(args.quick, args.steps)
+        report.append(f"### two_step's constant statistics: procedural data, 20% labels, small_resnet width "
+                      f"{cs_base['model']['options']['width']}, {cs_base['run']['max_steps']} steps "
+                      f"(median of seeds {seeds})\n")
+        report += [*constant_statistics(args.quick, args.steps, seeds, workdir), ""]
 
+    print("\n".join(report))
     titles = {"spiral": "UBN: spiral, BN vs UBN", "imagenette": "UBN: labeled fraction, Imagenette",
-              "depth": "UBN: labeled fraction, procedural depth"}
+              "depth": "UBN: labeled fraction, procedural depth",
+              "constant_statistics": "UBN: where two_step's deficit comes from"}
     ends = [*list(sections.values())[1:], len(report)]
     for (part, start), end in zip(sections.items(), ends, strict=True):  # `--parts spiral` keeps the others
         write_section(f"ubn_study/{part}", titles[part], "\n".join(report[start:end]), quick=args.quick)
