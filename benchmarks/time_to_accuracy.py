@@ -404,6 +404,13 @@ def default_data() -> Path | None:
     return folder if (folder / "train").is_dir() else None
 
 
+def repo_relative(uri: str) -> str:
+    """A tracking URI with this checkout's absolute path made relative to the repository root
+    (``sqlite:///benchmarks/results/...``), so the committed JSON names no machine's paths."""
+    root = str(Path(__file__).resolve().parents[1])
+    return uri.replace(f"sqlite:///{root}/", "sqlite:///")  # three slashes + a relative path: relative
+
+
 def run_suite(suite: Suite, args: argparse.Namespace, out_dir: Path) -> None:
     seeds = list(range(args.seeds))
     experiment = f"tta-{suite.name}-{args.scale}" + ("-embedded" if args.data_path is None else "")
@@ -417,8 +424,8 @@ def run_suite(suite: Suite, args: argparse.Namespace, out_dir: Path) -> None:
     (out_dir / f"{experiment}.json").write_text(json.dumps(
         {"suite": suite.name, "scale": args.scale, "seeds": seeds, "sizes": suite.sizes,
          "rows": [r.as_dict() for r in rows],
-         "runs": {name: [{"seed": s, "run_id": r.run_id, "uri": r.uri, "final": r.final, "steps": r.steps,
-                          "curve": r.curve} for s, r in zip(e.seeds, e.runs, strict=True)]
+         "runs": {name: [{"seed": s, "run_id": r.run_id, "uri": repo_relative(r.uri), "final": r.final,
+                          "steps": r.steps, "curve": r.curve} for s, r in zip(e.seeds, e.runs, strict=True)]
                   for name, e in results.items()}},
         indent=1, default=lambda v: None if isinstance(v, float) and not math.isfinite(v) else v))
     print("\n" + table)
