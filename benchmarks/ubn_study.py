@@ -29,7 +29,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -103,7 +103,7 @@ def depth_base(quick: bool, steps: int | None) -> dict[str, Any]:
 
 def fraction_study(
     base: dict[str, Any], fractions: list[float], seeds: list[int], metrics: list[str], workdir: Path, label: str,
-    modes: list[str] = ("two_step",),  # type: ignore[assignment]
+    modes: Sequence[str] = ("two_step",),
 ) -> dict[str, dict[str, dict[str, list[float]]]]:
     """fraction -> method ("BN", "UBN <mode>") -> metric -> one value per seed."""
     out: dict[str, dict[str, dict[str, list[float]]]] = {}

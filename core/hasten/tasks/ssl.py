@@ -100,8 +100,9 @@ class SSLOptions(BaseModel):
     knn_bank_size: int | None = Field(None, gt=0, description="cap of the kNN memory bank (first train samples)")
 
 
-def resolve_options(options: SSLOptions, num_features: int) -> dict[str, Any]:
-    """The method's settings: user values, else published defaults scaled to the backbone.
+def resolve_options(options: SSLOptions, num_features: int, has_batchnorm: bool = True) -> dict[str, Any]:
+    """The method's settings: user values, else published defaults scaled to the backbone
+    (``num_features``; DINO's ``head_batchnorm`` follows ``has_batchnorm``, whether the backbone has BN).
 
     A setting the method does not use is a UserError naming ``task.options.<key>``.
     """
@@ -121,6 +122,8 @@ def resolve_options(options: SSLOptions, num_features: int) -> dict[str, Any]:
         elif key in _SCALED:
             floor = MIN_DINO_OUT if key == "out_dim" else MIN_HEAD_DIM
             resolved[key] = max(floor, round(value * scale))
+        elif key == "head_batchnorm":
+            resolved[key] = has_batchnorm
         else:
             resolved[key] = value
     return resolved
@@ -194,7 +197,7 @@ def build_heads(method: str, num_features: int, dims: dict[str, Any]) -> tuple[n
         return _mlp_bn([num_features, hidden, out]), _mlp_bn([out, dims["pred_hidden_dim"], out])
     if method in ("simclr", "mocov2plus"):
         return _mlp_bn([num_features, hidden, out]), nn.Identity()
-    return DINOHead(num_features, hidden, out, dims["out_dim"], bool(dims["head_batchnorm"])), nn.Identity()
+    return DINOHead(num_features, hidden, out, dims["out_dim"], dims["head_batchnorm"]), nn.Identity()
 
 
 class SSLNetwork(nn.Module):
@@ -284,10 +287,8 @@ class SSLTask(Task):
         )
         self.method: str = self.options.method
         self.num_features = int(backbone.num_features)
-        self.settings = resolve_options(self.options, self.num_features)
-        if self.settings.get("head_batchnorm", False) is None:
-            self.settings["head_batchnorm"] = any(isinstance(m, nn.modules.batchnorm._BatchNorm)
-                                                  for m in backbone.modules())
+        has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules())
+        self.settings = resolve_options(self.options, self.num_features, has_batchnorm)
         projector, predictor = build_heads(self.method, self.num_features, self.settings)
         self.model: Any = SSLNetwork(backbone, projector, predictor)
         # The momentum encoder starts as an exact copy and never enters the optimizer.
