@@ -11,10 +11,11 @@ from typing import Any
 
 def add_core_commands(subparsers: Any) -> None:
     """Register the core commands that live outside cli.py."""
-    from hasten.builtins import compare, estimate, tracking
+    from hasten.builtins import compare, estimate, sweep, tracking
 
     estimate.add_estimate_command(subparsers)
     compare.add_compare_command(subparsers)
+    sweep.add_sweep_command(subparsers)
     tracking.add_sync_command(subparsers)
     from hasten.builtins import linear_probe
 
