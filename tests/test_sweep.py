@@ -152,3 +152,27 @@ def test_recipe_hash_ignores_seed_and_names_but_not_the_recipe(tmp_path: Path) -
     assert sweep.recipe_hash(validate_config(renamed)) == h
     assert sweep.recipe_hash(validate_config(tiny_config_dict(tmp_path, optim={"lr": 0.06}))) != h
     assert sweep.recipe_hash(validate_config(tiny_config_dict(tmp_path, run={"max_steps": 7}))) != h
+
+
+def test_compare_reports_the_speedup_against_a_sweep_frontier(tmp_path: Path, capsys) -> None:
+    from hasten.frontier import speedup_against
+
+    config = write_config(tmp_path, steps=4)
+    # a synthetic frontier: 0.0 at 1 FLOP... 1.0 at 1e15 (log-linear), so any run of this test lies inside it
+    frontier = {"metric": "val/acc1", "baseline": "synthetic", "frontier": {"synthetic": [[1.0, 0.0], [1e15, 1.0]]}}
+    (tmp_path / "frontier.json").write_text(json.dumps(frontier))
+    assert main(["compare", str(config), "--frontier", str(tmp_path), "--plot", str(tmp_path / "c.png"),
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    run = report["runs"][0]
+    item = report["frontier"]["runs"][0]
+    expected = speedup_against([(1.0, 0.0), (1e15, 1.0)], run["total_flops"], run["final"])
+    assert item["status"] == "inside"
+    assert item["speedup"] == pytest.approx(expected.speedup)
+    assert item["speedup"] == pytest.approx(10 ** (15 * run["final"]) / run["total_flops"], rel=1e-6)
+    # a frontier of another metric is refused, naming the option
+    frontier["metric"] = "val/loss"
+    (tmp_path / "frontier.json").write_text(json.dumps(frontier))
+    assert main(["compare", str(config), "--frontier", str(tmp_path / "frontier.json"), "--plot",
+                 str(tmp_path / "c.png")]) == 2
+    assert "--frontier:" in capsys.readouterr().err
