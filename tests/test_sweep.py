@@ -176,3 +176,20 @@ def test_compare_reports_the_speedup_against_a_sweep_frontier(tmp_path: Path, ca
     assert main(["compare", str(config), "--frontier", str(tmp_path / "frontier.json"), "--plot",
                  str(tmp_path / "c.png")]) == 2
     assert "--frontier:" in capsys.readouterr().err
+
+
+def test_the_same_run_under_another_length_is_reused_not_retrained(tmp_path: Path, capsys) -> None:
+    short = write_config(tmp_path, "short", steps=4)
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(short), "--budgets", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    # half of a length-8 config is exactly the length-4 run (the schedule anneals over the run's own length)
+    long = write_config(tmp_path, "long", steps=8)
+    assert main(["sweep", str(long), "--budgets", "0.5", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "the same run as short at budget 1: reused" in printed
+    assert printed.count(": training") == 1  # only budget 1 of the long config
+    records = {(r.label, r.budget): r for r in sweep.read_records(out)}
+    assert records[("long", 0.5)].value == records[("short", 1.0)].value
+    assert records[("long", 0.5)].run_hash == records[("short", 1.0)].run_hash
+    assert records[("long", 1.0)].run_hash != records[("short", 1.0)].run_hash

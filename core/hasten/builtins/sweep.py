@@ -32,7 +32,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,8 @@ from hasten.state import State
 #: config keys that name, place or display a run without changing what it trains (left out of the hash)
 NOT_THE_RECIPE = (
     "run.seed", "run.name", "run.output_dir", "run.run_dir", "run.progress", "run.threads", "run.log_every",
-    "run.checkpoint_every", "run.keep_checkpoints", "run.record_indices", "tracking", "eval.max_batches",
+    "run.checkpoint_every", "run.keep_checkpoints", "run.record_indices", "tracking",
+    "eval.every_steps",  # when a run is measured, not what it trains (final values are what a sweep keeps)
 )
 EVAL_FLOPS = "eval/flops"
 EVAL_SECONDS = "eval/seconds"
@@ -151,6 +152,9 @@ class SweepRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     finished_at: str = ""
     code_commit: str | None = None  # git commit of the checkout that trained it ("+dirty" with local changes)
+    #: hash of the run as trained (the config with its budget applied): the same run under another config's
+    #: budget (e.g. 1/2 of a length-80 config = all of a length-40 one) is reused, not trained again
+    run_hash: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SweepRecord:
@@ -273,6 +277,7 @@ def run_one(entry: SweepConfig, budget: float, seed: int, out: Path) -> SweepRec
     from hasten.engine import train
 
     config = with_budget(entry.config, budget)
+    trained_hash = recipe_hash(config)
     config.run.seed = seed
     config.run.name = f"{entry.label}-b{budget_text(budget)}-s{seed}"
     run_dir = out / "runs" / f"{_slug(entry.label)}-{entry.config_hash}-b{budget_text(budget)}-s{seed}"
@@ -288,6 +293,7 @@ def run_one(entry: SweepConfig, budget: float, seed: int, out: Path) -> SweepRec
         "hasten.sweep.budget": budget_text(budget),
         "hasten.sweep.seed": str(seed),
         "hasten.sweep.label": entry.label,
+        "hasten.sweep.run_hash": trained_hash,
     }
     clock = EvalClock()
     result = train(config, extra_builtins=[clock])
@@ -320,6 +326,7 @@ def run_one(entry: SweepConfig, budget: float, seed: int, out: Path) -> SweepRec
         metrics={k: v for k, v in metrics.items() if k.startswith(("val/", "trainset/", "knn/"))},
         finished_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         code_commit=None if commit is None else commit[0][:12] + ("+dirty" if commit[1] else ""),
+        run_hash=trained_hash,
     )
     write_record(record_path(out, entry.label, entry.config_hash, budget, seed), record)
     return record
@@ -340,6 +347,7 @@ def record_from_mlflow(run: Any, entry: SweepConfig, budget: float, seed: int, u
         trainset_acc1=data.get("trainset/acc1"), trainset_loss=data.get("trainset/loss"),
         metrics={k: float(v) for k, v in data.items() if k.startswith(("val/", "trainset/", "knn/"))},
         finished_at="(from MLflow)",
+        run_hash=run.data.tags.get("hasten.sweep.run_hash"),
     )
 
 
@@ -353,11 +361,17 @@ def run_plan(items: Sequence[tuple[SweepConfig, float, int]], out: Path, log: An
     from hasten.builtins.tracking import resolve_uri
 
     records: list[SweepRecord] = []
+    trained = {(str(r.run_hash), r.seed): r for r in read_records(out) if r.run_hash}  # runs reusable by any config
     for number, (entry, budget, seed) in enumerate(items, 1):
         where = record_path(out, entry.label, entry.config_hash, budget, seed)
         name = (f"[{number}/{len(items)}] {entry.label} (hash {entry.config_hash}), budget {budget_text(budget)}, "
                 f"seed {seed}")
         record = read_record(where) if where.is_file() else None
+        same = trained.get((recipe_hash(with_budget(entry.config, budget)), seed))
+        if record is None and same is not None:
+            record = replace(same, label=entry.label, config_hash=entry.config_hash, budget=budget)
+            write_record(where, record)
+            log(f"{name}: the same run as {same.label} at budget {budget_text(same.budget)}: reused")
         if record is None:
             uri = resolve_uri(entry.config.tracking.uri)
             found = find_finished_run(uri, entry.config.tracking.experiment, entry.config_hash, budget, seed)
@@ -370,6 +384,7 @@ def run_plan(items: Sequence[tuple[SweepConfig, float, int]], out: Path, log: An
         else:
             log(f"{name}: training")
             record = run_one(entry, budget, seed, out)
+            trained[(str(record.run_hash), seed)] = record
             log(f"{name}: {record.metric} {record.value:.4f}, {record.steps} steps, "
                 f"{record.train_flops:.3e} training FLOPs, {record.wall_time:.0f} s")
         records.append(record)
