@@ -87,6 +87,8 @@ class DataConfig(Section):
     dali_device: Literal["auto", "cpu", "gpu"] = "auto"
     num_workers: int = Field(0, ge=0)
     skip_corrupt: bool = False
+    #: train on only this many training samples: a fixed random subset (the same for every run.seed)
+    train_samples: int | None = Field(None, gt=0)
     #: keep labels for only part of the training set; the rest is unlabeled
     labeled_fraction: float | None = Field(None, gt=0, le=1)
     labels_per_class: int | None = Field(None, gt=0)
@@ -143,6 +145,9 @@ class EvalConfig(Section):
     #: the metric `hasten compare` measures time- and FLOPs-to-target with
     metric: str = "val/acc1"
     max_batches: int | None = Field(None, gt=0)
+    #: training samples (a fixed, evenly spaced subset, read without augmentation) scored at each evaluation
+    #: as trainset/acc1 and trainset/loss, so that under-fitting shows in every run; 0 = off
+    train_subset: int = Field(1024, ge=0)
 
 
 class TrackingConfig(Section):
@@ -156,6 +161,8 @@ class TrackingConfig(Section):
     #: seconds the end of a run waits for an unreachable server before writing
     #: the unsent data to RUN_DIR/tracking-fallback.jsonl (`hasten sync` sends it)
     flush_timeout: float = Field(120.0, ge=0)
+    #: extra MLflow run tags (e.g. `hasten sweep` tags each run with its config hash, budget and seed)
+    tags: dict[str, str] = Field(default_factory=dict)
 
 
 class Config(Section):

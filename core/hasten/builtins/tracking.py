@@ -421,7 +421,7 @@ class Tracking(Plugin):
 
         self.sender = Sender(self.uri, background=self.config.tracking.asynchronous, on_open=self._opened)
         state.scratch["tracking"] = {"uri": self.uri, "run_id": self.run_id, "sender": self.sender}
-        tags = {"hasten.run_dir": str(self.run_dir.resolve())}
+        tags = {"hasten.run_dir": str(self.run_dir.resolve()), **self.config.tracking.tags}
         commit = git_commit()
         if commit is not None:
             tags["mlflow.source.git.commit"] = commit[0]

@@ -6,6 +6,8 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch
+
 from hasten.config import Config
 from hasten.data.stream import DataInfo, StepBatchSampler, eval_batches, torch_stream
 from hasten.errors import UserError
@@ -57,6 +59,15 @@ class DataModule:
         self.state: Any = None
         train = build_dataset(data.dataset, split="train", key="data", **common)
         self.val = build_dataset(data.dataset, split="val", key="data", **common)
+        if data.train_samples is not None:
+            from hasten.data.datasets import IndexedSubset
+
+            if data.train_samples > len(train):
+                raise UserError(f"data.train_samples: {data.train_samples} is more than the {len(train)} training "
+                                f"samples of data.dataset {data.dataset!r}; allowed: 1 to {len(train)}")
+            # Fixed generator seed: every run.seed trains on the same subset, so seeds vary only the training.
+            chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: data.train_samples]
+            train = IndexedSubset(train, chosen.sort().values)
         self.unlabeled: Any = None
         self.unlabeled_batch_size = 0
         if data.labeled_fraction is not None or data.labels_per_class is not None:
@@ -148,6 +159,19 @@ class DataModule:
 
     def val_batches(self, batch_size: int) -> Iterator[Batch]:
         return eval_batches(self.val, batch_size, self.rank, self.world_size, on_skipped=self.record_skipped)
+
+    def train_subset_batches(self, batch_size: int, size: int) -> Iterator[Batch]:
+        """``size`` training samples, evenly spaced over the training set and always the same, in order.
+
+        Read like the validation set (no augmentation): the training-set metric that shows how far a run
+        is from fitting its data (``eval.train_subset``).
+        """
+        from hasten.data.datasets import IndexedSubset
+
+        total = len(self.train)
+        count = min(size, total)
+        subset = IndexedSubset(self.train, [i * total // count for i in range(count)])
+        return eval_batches(subset, batch_size, self.rank, self.world_size, on_skipped=self.record_skipped)
 
     def record_skipped(self, files: list[str]) -> None:
         """Count unreadable files a dataset skipped (``data.skip_corrupt``) and name each once on stderr."""
