@@ -35,7 +35,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     resume: bool | str = args.resume if args.resume is not None else False
-    result = train(config, resume=resume)
+    result = train(config, resume=resume, quiet=args.quiet)
     return 0 if result.stop_reason is None else 1
 
 
@@ -94,11 +94,15 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def config_schema() -> dict[str, Any]:
-    """JSON Schema of the whole config, with every installed plugin's settings."""
+    """JSON Schema of the whole config, with every installed plugin's settings and the options
+    of every component (core and plugins'), discriminated by the chosen name."""
+    from hasten import __version__
+    from hasten.builtins.components import discover_components
     from hasten.config import Config
     from hasten.plugins import installed_plugins
 
-    schema = Config.model_json_schema()
+    schema = {"$schema": SCHEMA_DIALECT, "$id": schema_id(__version__), **Config.model_json_schema()}
+    discover_components()[0].add_to_schema(schema)
     plugin_props: dict[str, Any] = {}
     for name, info in sorted(installed_plugins().items()):
         if info.plugin_class is not None:
@@ -112,6 +116,15 @@ def config_schema() -> dict[str, Any]:
         "additionalProperties": False,
     }
     return schema
+
+
+#: the JSON Schema dialect of ``hasten schema`` (pydantic's output: ``$defs``, ``const``)
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def schema_id(version: str) -> str:
+    """The ``$id`` of ``hasten schema``'s output: names the schema and its hasten version."""
+    return f"urn:hasten:config-schema:{version}"
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
@@ -133,6 +146,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
         default=None,
         metavar="RUN_DIR",
         help="continue from the latest valid checkpoint (of RUN_DIR, run.run_dir, or the newest run of this name)",
+    )
+    train.add_argument(
+        "--quiet", action="store_true",
+        help="no progress display and no printed summary (RUN_DIR/summary.json and metrics.jsonl are written anyway)",
     )
     train.set_defaults(handler=cmd_train)
 

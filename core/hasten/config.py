@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hasten.errors import UserError
+from hasten.registry import REGISTRY, Registry
 
 
 class Section(BaseModel):
@@ -245,7 +246,16 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     node[parts[-1]] = value
 
 
-def format_validation_error(exc: ValidationError, data: dict[str, Any], prefix: str = "") -> str:
+def format_validation_error(
+    exc: ValidationError, data: dict[str, Any], prefix: str = "", model: type[BaseModel] | None = None
+) -> str:
+    """One line per error: key path, what is wrong, the bad value or the allowed keys.
+
+    ``model`` is the model ``data`` was validated against (default
+    :class:`Config`; a plugin's ``Settings`` or a component's options, with
+    ``prefix`` their config path), so an unknown key lists the keys of *its*
+    section.
+    """
     lines = []
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"])
@@ -254,20 +264,26 @@ def format_validation_error(exc: ValidationError, data: dict[str, Any], prefix: 
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             section = ".".join(str(p) for p in err["loc"][:-1])
-            model: Any = Config
-            for part in err["loc"][:-1]:
-                field = model.model_fields.get(str(part)) if hasattr(model, "model_fields") else None
-                ann = getattr(field, "annotation", None)
-                model = _section_model(ann)
-            allowed = sorted(model.model_fields) if hasattr(model, "model_fields") else []
+            allowed = sorted(_model_at(model or Config, err["loc"][:-1]))
             where = f"{prefix}.{section}" if prefix and section else (section or prefix)
-            msg = f"unknown key{' in ' + where if where else ''}; allowed: {', '.join(allowed)}"
+            msg = f"unknown key{' in ' + where if where else ''}; allowed: {', '.join(allowed) or '(none)'}"
             lines.append(f"{path}: {msg}")
             continue
         value = err.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
         lines.append(f"{path}: {msg}{shown}")
     return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def _model_at(model: Any, loc: tuple[Any, ...] | list[Any]) -> list[str]:
+    """The field names of the (nested) section at ``loc`` below ``model``."""
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if fields is None:
+            return []
+        field = fields.get(str(part))
+        model = _section_model(getattr(field, "annotation", None))
+    return list(getattr(model, "model_fields", None) or [])
 
 
 def _section_model(annotation: Any) -> Any:
@@ -299,4 +315,39 @@ def validate_config(data: dict[str, Any], source: str | None = None) -> Config:
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, data)) from None
     config.source = source
+    validate_component_options(config)
     return config
+
+
+def validate_component_options(config: Config, registry: Registry | None = None, *, strict: bool = False) -> None:
+    """Check ``data.options``, ``data.unlabeled.options``, ``model.options`` and ``task.options``
+    against the options model of the chosen component: a UserError names the full key path
+    (``data.options.train_sizee``) and the allowed keys.
+
+    A name not registered (yet) is skipped unless ``strict``: plugins register their components
+    when a run starts; the engine calls this again, strictly, once they have.
+    """
+    catalogs = registry or REGISTRY
+    data = config.data
+    checks = [("data", data.dataset, data.options, catalogs.datasets, "dataset"),
+              ("model", config.model.name, config.model.options, catalogs.models, "name"),
+              ("task", config.task.name, config.task.options, catalogs.tasks, "name")]
+    if data.unlabeled is not None:
+        if data.unlabeled.dataset is not None:
+            checks.append(("data.unlabeled", data.unlabeled.dataset, data.unlabeled.options, catalogs.datasets,
+                           "dataset"))
+        elif data.unlabeled.options:
+            raise UserError("data.unlabeled.options: apply only with data.unlabeled.dataset (without it the "
+                            "unlabeled stream comes from data.dataset, with data.options)")
+    for section, name, options, catalog, name_key in checks:
+        if name not in catalog and not strict:
+            continue
+        component = catalog.get(name, key=f"{section}.{name_key}")
+        component.validate(options, key=f"{section}.options")
+        if section == "data" and data.skip_corrupt and component.options is not None and (
+            "skip_corrupt" not in component.options.model_fields
+        ):
+            raise UserError(
+                f"data.skip_corrupt: dataset {name!r} reads its files when it is built, so there is "
+                "nothing to skip per sample; allowed only with datasets that decode files lazily (imagefolder)"
+            )

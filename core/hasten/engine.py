@@ -35,7 +35,7 @@ from hasten.checkpoint import (
     set_rng_state,
     write_checkpoint,
 )
-from hasten.config import Config
+from hasten.config import Config, validate_component_options
 from hasten.data.module import DataModule
 from hasten.errors import TrainingInterrupted, TrainingStopped, UserError
 from hasten.plugins import PluginSet, provided_capabilities
@@ -92,11 +92,14 @@ def make_run_dir(config: Config, resume: bool | str) -> Path:
     return out / f"{config.run.name}-{stamp}"
 
 
-def builtin_plugins(config: Config, lr_owner: str | None) -> list[object]:
-    """The built-ins, in registration order (pluggy calls the last first)."""
+def builtin_plugins(config: Config, lr_owner: str | None, quiet: bool = False) -> list[object]:
+    """The built-ins, in registration order (pluggy calls the last first). ``quiet``: no progress
+    display and no printed summary (the run directory holds the summary either way)."""
     from hasten.builtins.core import Accounting, Defaults, Progress, Schedule
+    from hasten.builtins.record import RunRecord
 
-    builtins: list[object] = [Defaults(), Schedule(config, lr_owner), Accounting(), Progress(config.run.progress)]
+    progress = Progress(config.run.progress and not quiet, summary=not quiet)
+    builtins: list[object] = [Defaults(), Schedule(config, lr_owner), Accounting(), progress, RunRecord(config)]
     if config.tracking.enabled:
         try:
             from hasten.builtins.tracking import Tracking
@@ -116,6 +119,7 @@ class Trainer:
         *,
         resume: bool | str = False,
         extra_builtins: Iterable[object] = (),
+        quiet: bool = False,
     ) -> None:
         self.config = config
         # A worker restarted by torchrun's elastic agent (--max-restarts) continues the same run.
@@ -129,10 +133,11 @@ class Trainer:
         # Plugins are validated before any work: a bad config fails in milliseconds.
         enabled_caps = _enabled_capabilities(config)
         self.plugins = PluginSet.build(
-            config, builtins=[*builtin_plugins(config, enabled_caps.get("lr_schedule")), *extra_builtins]
+            config, builtins=[*builtin_plugins(config, enabled_caps.get("lr_schedule"), quiet), *extra_builtins]
         )
         self.hooks = self.plugins.hook
         self.hooks.hasten_register(registry=REGISTRY)
+        validate_component_options(config, strict=True)  # plugins' components are registered now
         self.hooks.hasten_configure(config=config)
         try:
             self.state = self._build_state()
@@ -661,6 +666,8 @@ def build_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optim
     return torch.optim.AdamW(params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
 
 
-def train(config: Config, *, resume: bool | str = False, extra_builtins: Iterable[object] = ()) -> RunResult:
-    """Train ``config`` and return the result (the Python API of ``hasten train``)."""
-    return Trainer(config, resume=resume, extra_builtins=extra_builtins).fit()
+def train(
+    config: Config, *, resume: bool | str = False, extra_builtins: Iterable[object] = (), quiet: bool = False
+) -> RunResult:
+    """Train ``config`` and return the result (the Python API of ``hasten train``; ``quiet``: ``--quiet``)."""
+    return Trainer(config, resume=resume, extra_builtins=extra_builtins, quiet=quiet).fit()

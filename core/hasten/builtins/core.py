@@ -109,13 +109,18 @@ class Accounting(Plugin):
 
 
 class Progress(Plugin):
-    """Progress display (step, loss, img/s, ETA) and the end-of-run summary, rank 0 only."""
+    """Progress display (step, loss, img/s, ETA) and the end-of-run summary, rank 0 only.
+
+    ``enabled`` (run.progress, off with --quiet) shows the progress; ``summary``
+    (off only with --quiet) prints the summary at the end.
+    """
 
     name = "progress"
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, summary: bool = True) -> None:
         super().__init__()
         self.enabled = enabled
+        self.summary = summary
         self.progress: Any = None
         self.task_id: Any = None
         self.started = 0.0
@@ -164,7 +169,7 @@ class Progress(Plugin):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
-        if not (self.enabled and state.is_main):
+        if not (self.summary and state.is_main):
             return
         elapsed = time.perf_counter() - self.started
         rows = [("steps", f"{state.step}/{state.total_steps}"), ("wall time", f"{elapsed:.1f} s")]

@@ -13,8 +13,9 @@ What is logged:
   resumes) and the cumulative ``flops/*`` at *every* logged step, evaluation
   steps included, so ``hasten compare`` reads the cost at which a metric was
   reached straight from the histories;
-* artifacts at the end: the resolved config (``config.yaml``), the final
-  weights (``weights.pt``, a ``state_dict``) and PNG plots (``plots/``).
+* artifacts at the end: the resolved config (``config.yaml``), the run's
+  summary (``summary.json``), the final weights (``weights.pt``, a
+  ``state_dict``) and PNG plots (``plots/``).
 
 Nothing is sent from the training loop. ``hasten_log`` appends to a queue; a
 background thread drains it with ``MlflowClient.log_batch`` at most once a
@@ -29,15 +30,15 @@ later. Nothing is dropped silently.
 
 The MLflow run id is kept in the checkpoints (``hasten_state_dict``) and in
 ``RUN_DIR/mlflow_run_id``: ``hasten train --resume`` continues the same
-MLflow run. The logged history is mirrored to ``RUN_DIR/metrics.jsonl`` so
-that the plots of a resumed run cover all of it.
+MLflow run. The metric rows are those the built-in run record
+(:mod:`hasten.builtins.record`) writes to ``RUN_DIR/metrics.jsonl`` (with or
+without tracking); the plots of a resumed run read the earlier ones from there.
 """
 
 from __future__ import annotations
 
 import collections
 import json
-import math
 import os
 import queue
 import subprocess
@@ -48,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from hasten.accounting import BACKWARD_FACTOR
+from hasten.builtins.record import CONFIG_FILE, LOGGED, SUMMARY_FILE, read_metrics
 from hasten.config import Config
 from hasten.errors import UserError
 from hasten.hookspecs import hookimpl
@@ -58,7 +60,6 @@ DEFAULT_URI = "sqlite:///mlruns.db"
 FALLBACK_FILE = "tracking-fallback.jsonl"
 SYNCED_FILE = "tracking-fallback.synced.jsonl"
 RUN_ID_FILE = "mlflow_run_id"
-HISTORY_FILE = "metrics.jsonl"
 ARTIFACT_DIR = "artifacts"
 
 #: MLflow's per-request limits (mlflow.utils.validation)
@@ -381,11 +382,7 @@ class Tracking(Plugin):
         self.uri = resolve_uri(config.tracking.uri)
         self.sender: Sender | None = None
         self.run_id: str | None = None  # from a checkpoint when resuming
-        self.elapsed_offset = 0.0
-        self.started = 0.0
         self.history: dict[str, list[tuple[int, float]]] = collections.defaultdict(list)
-        self.history_file: Any = None
-        self.last_cost: dict[str, tuple[int, float]] = {}
         self.run_dir = Path(".")
 
     # -- lifecycle
@@ -399,21 +396,11 @@ class Tracking(Plugin):
         if not state.is_main or not mine:
             return
         self.run_id = mine.get("run_id") or None
-        self.elapsed_offset = float(mine.get("elapsed", 0.0))
-        # Keep the mirrored history up to the checkpoint; later entries are re-logged.
-        path = self.run_dir / HISTORY_FILE
-        if path.is_file():
-            kept = []
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:  # a line cut by a kill
-                    continue
-                if int(row["step"]) < state.step:
-                    kept.append(line)
-                    for key, value in row["metrics"].items():
-                        self.history[key].append((int(row["step"]), float(value)))
-            path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        # The plots cover the whole run: the rows logged before the checkpoint (later steps are re-logged).
+        for row in read_metrics(self.run_dir):
+            if int(row["step"]) < state.step:
+                for key, value in row["metrics"].items():
+                    self.history[key].append((int(row["step"]), float(value)))
 
     @hookimpl
     def hasten_fit_start(self, state: State) -> None:
@@ -454,8 +441,6 @@ class Tracking(Plugin):
         params["run.world_size"] = str(state.world_size)
         params["run.total_steps"] = str(state.total_steps)
         self.sender.put({"op": "params", "params": params})
-        self.history_file = open(self.run_dir / HISTORY_FILE, "a", encoding="utf-8")
-        self.started = time.perf_counter()
 
     def _opened(self, run_id: str) -> None:
         # Runs on the sender's thread once MLflow accepted the run.
@@ -465,47 +450,31 @@ class Tracking(Plugin):
         except OSError:
             pass
 
-    def elapsed(self) -> float:
-        return self.elapsed_offset + (time.perf_counter() - self.started if self.started else 0.0)
-
     @hookimpl
     def hasten_log(self, state: State, metrics: dict[str, float], step: int) -> None:
         if self.sender is None:
             return
-        values = dict(metrics)
-        values["time/elapsed"] = self.elapsed()
-        # Evaluation batches carry the cumulative cost too (compare reads cost-to-target),
-        # unless the training metrics of this step already logged the same figure.
-        for key, value in state.flops.metrics().items():
-            if key not in values and self.last_cost.get(key) != (step, value):
-                values[key] = value
-        self.last_cost.update({k: (step, v) for k, v in values.items() if k.startswith("flops/")})
+        # The run record's row of this call (metrics + time/elapsed + cumulative cost), written to metrics.jsonl.
+        logged = state.scratch.get(LOGGED)
+        values = logged[1] if logged is not None and logged[0] is metrics else dict(metrics)
         stamp = int(time.time() * 1000)
         rows = [[key, float(value), stamp, step] for key, value in values.items()]
         for start in range(0, len(rows), MAX_METRICS_PER_REQUEST):
             self.sender.put({"op": "metrics", "metrics": rows[start : start + MAX_METRICS_PER_REQUEST]})
         for key, value in values.items():
             self.history[key].append((step, float(value)))
-        if self.history_file is not None:
-            clean = {k: (v if math.isfinite(v) else str(v)) for k, v in values.items()}
-            self.history_file.write(json.dumps({"step": step, "metrics": clean}) + "\n")
 
     @hookimpl
     def hasten_state_dict(self, state: State) -> dict[str, Any] | None:
         if not state.is_main:
             return None
-        if self.history_file is not None:
-            self.history_file.flush()
-        return {self.name: {"run_id": self.run_id or "", "elapsed": self.elapsed()}}
+        return {self.name: {"run_id": self.run_id or ""}}
 
     @hookimpl
     def hasten_fit_end(self, state: State) -> None:
         sender = self.sender
         if sender is None:
             return
-        if self.history_file is not None:
-            self.history_file.close()
-            self.history_file = None
         if self.config.tracking.artifacts:
             for path, artifact_path in self._write_artifacts(state):
                 sender.put({"op": "artifact", "path": str(path), "artifact_path": artifact_path})
@@ -540,17 +509,18 @@ class Tracking(Plugin):
 
     def _write_artifacts(self, state: State) -> list[tuple[Path, str | None]]:
         import torch
-        import yaml
 
         from hasten.builtins.plots import write_run_plots
 
         out = self.run_dir / ARTIFACT_DIR
         out.mkdir(parents=True, exist_ok=True)
-        config_path = out / "config.yaml"
-        config_path.write_text(yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
         weights_path = out / "weights.pt"
         torch.save({k: v.detach().cpu() for k, v in state.model.state_dict().items()}, weights_path)
-        files: list[tuple[Path, str | None]] = [(config_path, None), (weights_path, None)]
+        # config.yaml and summary.json: the run record wrote them to the run directory
+        files: list[tuple[Path, str | None]] = [
+            (self.run_dir / name, None) for name in (CONFIG_FILE, SUMMARY_FILE) if (self.run_dir / name).is_file()
+        ]
+        files.append((weights_path, None))
         try:
             plots = write_run_plots(self.history, self.config.eval.metric, out / "plots")
         except Exception as exc:

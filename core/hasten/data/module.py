@@ -18,8 +18,8 @@ from hasten.state import Batch
 def build_dataset(
     name: str, *, split: str, resolution: int, seed: int, path: str | None, options: dict[str, Any], key: str
 ) -> Any:
-    factory = REGISTRY.datasets.get(name, key=f"{key}.dataset")
-    return factory(split=split, resolution=resolution, seed=seed, path=path, **options)
+    component = REGISTRY.datasets.get(name, key=f"{key}.dataset")
+    return component.build(options, key=f"{key}.options", split=split, resolution=resolution, seed=seed, path=path)
 
 
 def _is_vector_data(dataset: Any) -> bool:
@@ -50,22 +50,14 @@ class DataModule:
         seed = config.run.seed
         options = dict(data.options)
         if data.skip_corrupt:  # readers that decode files per sample (imagefolder) take it as an option
+            # (config validation refused data.skip_corrupt for a dataset whose options lack it)
             options.setdefault("skip_corrupt", True)
         common: dict[str, Any] = {"resolution": data.resolution, "seed": seed, "path": data.path, "options": options}
         self.skipped_files: list[str] = []
         #: the run's State, attached by the engine once built (None for a DataModule on its own). A loader
         #: that augments itself (DALI) reads each step's resolution and magnitude from it when a batch is pulled.
         self.state: Any = None
-        try:
-            train = build_dataset(data.dataset, split="train", key="data", **common)
-        except UserError as exc:
-            # A reader that loads everything up front rejects the option: say which setting caused it.
-            if data.skip_corrupt and "skip_corrupt" not in data.options and "'skip_corrupt'" in str(exc):
-                raise UserError(
-                    f"data.skip_corrupt: dataset {data.dataset!r} reads its files when it is built, so there is "
-                    "nothing to skip per sample; allowed only with datasets that decode files lazily (imagefolder)"
-                ) from None
-            raise
+        train = build_dataset(data.dataset, split="train", key="data", **common)
         self.val = build_dataset(data.dataset, split="val", key="data", **common)
         if data.train_samples is not None:
             from hasten.data.datasets import IndexedSubset

@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.distributed as dist
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 from torch import nn
 
 from hasten.config import Config, format_validation_error
 from hasten.data.augment import AugmentPolicy
 from hasten.errors import UserError
+from hasten.registry import Options
 
 if TYPE_CHECKING:
     from hasten.accounting import FlopAccountant
@@ -20,8 +21,8 @@ if TYPE_CHECKING:
     from hasten.state import Batch, State, StepOutput
 
 
-class NoOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NoOptions(Options):
+    """A task without options."""
 
 
 class Task:

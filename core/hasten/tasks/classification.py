@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from hasten.config import Config
@@ -14,14 +14,15 @@ from hasten.data.augment import augment_batch, eval_batch
 from hasten.data.stream import DataInfo
 from hasten.errors import UserError
 from hasten.models import build_model
-from hasten.registry import REGISTRY
+from hasten.registry import REGISTRY, Options
 from hasten.state import Batch, State, StepOutput
 from hasten.tasks.base import Task, all_reduce_sum
 
 
-class ClassificationOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+class ClassificationOptions(Options):
+    """``task.options`` of ``task.name: classification``."""
+
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing (0 = none)")
 
 
 class ClassificationTask(Task):

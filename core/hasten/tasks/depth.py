@@ -24,20 +24,21 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from hasten.config import Config
 from hasten.data.stream import DataInfo
 from hasten.errors import UserError
 from hasten.models import build_model
-from hasten.registry import REGISTRY
+from hasten.registry import REGISTRY, Options
 from hasten.state import Batch, State, StepOutput
 from hasten.tasks.base import Task, all_reduce_sum
 
 
-class DepthOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DepthOptions(Options):
+    """``task.options`` of ``task.name: depth``."""
+
     loss: Literal["log_l1", "l1"] = Field("log_l1", description="per-pixel loss on valid pixels")
     flip: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip (image and depth together)")
     max_depth: float = Field(80.0, gt=0, description="target depths above this count as invalid (metres)")
