@@ -195,8 +195,14 @@ def plateau_text(records: list[sweep.SweepRecord], baseline: str, metric: str) -
 
 
 def report(dataset: str, entries: list[sweep.SweepConfig], out: Path, quick: bool, seeds: int) -> None:
-    labels = {e.config_hash: e.label for e in entries}
-    records = [r for r in sweep.read_records(out) if r.config_hash in labels]
+    # By label and length, not by hash: a record stays this study's when a later hasten version hashes
+    # configs differently; a record of another length under the same label (an earlier scale) is left out.
+    planned_steps = {(e.label, b): sweep.with_budget(e.config, b).run.max_steps
+                     for e in entries for b in (SCALES[dataset]["budgets"] if e is entries[0] else SHORT_BUDGETS)}
+    if quick:
+        planned_steps = {(e.label, b): sweep.with_budget(e.config, b).run.max_steps
+                         for e in entries for b in (*SCALES[dataset]["budgets"], *SHORT_BUDGETS)}
+    records = [r for r in sweep.read_records(out) if planned_steps.get((r.label, r.budget)) == r.steps]
     if not records:
         print(f"{dataset}: no records yet")
         return
