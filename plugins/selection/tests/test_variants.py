@@ -278,9 +278,9 @@ def test_stopped_and_resumed_equals_uninterrupted(tiny_config, tmp_path: Path, s
         ),
         (
             {"scoring": "proxy", "proxy_width": 4},
-            {"data": {"dataset": "spiral", "resolution": 0, "batch_size": 8,
+            {"data": {"dataset": "spiral", "resolution": 1, "batch_size": 8,
                       "options": {"labeled_per_class": 16, "val_per_class": 16}},
-             "model": {"name": "mlp"}},
+             "model": {"name": "mlp", "options": {}}},
             r"plugins\.selection\.scoring: 'proxy' .* needs image data",
         ),
     ],
