@@ -125,6 +125,11 @@ class SelectionSettings(BaseModel):
                 "plugins.selection.memory_max_age: required with scoring 'mixed' (the oldest remembered loss, "
                 "in steps, used instead of a scoring forward; >= 0)"
             )
+        if self.scoring == "mixed" and self.scoring_mode == "train_restore":
+            raise ValueError(
+                "plugins.selection.scoring_mode: 'train_restore' normalises with the scored batch's statistics, "
+                "and with scoring 'mixed' that batch can be a few stale candidates; use scoring_mode 'eval'"
+            )
         if self.scoring == "proxy" and self.proxy_width is None:
             raise ValueError("plugins.selection.proxy_width: required with scoring 'proxy' (an integer >= 1)")
         only = {"memory_max_age": "mixed", "proxy_width": "proxy", "proxy_lr": "proxy"}

@@ -272,6 +272,11 @@ def test_stopped_and_resumed_equals_uninterrupted(tiny_config, tmp_path: Path, s
         ({"scoring": "proxy", "proxy_width": 4, "proxy_lr": 0}, {}, r"plugins\.selection\.proxy_lr"),
         ({"scoring": "loss"}, {}, r"plugins\.selection\.scoring"),
         (
+            {"scoring": "mixed", "memory_max_age": 3, "scoring_mode": "train_restore"},
+            {},
+            r"plugins\.selection\.scoring_mode: 'train_restore' .* use scoring_mode 'eval'",
+        ),
+        (
             {"scoring": "proxy", "proxy_width": 4, "selection_resolution": 4},
             {},
             r"plugins\.selection\.selection_resolution: resolution 4 is below the smallest .* \(8\)",
