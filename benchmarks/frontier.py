@@ -145,6 +145,10 @@ def recipes(dataset: str, quick: bool, threads: int) -> tuple[dict[str, dict[str
         "super-progressive + F1-CLR": plus(progressive=progressive, f1clr=f1clr),
         "fast (selection + super-progressive + F1-CLR)": plus(selection=selection, progressive=progressive,
                                                               f1clr=f1clr),
+        # hasten-selection's scoring variants beyond the research (plugins/selection/README.md)
+        "selection (loss memory) + cool-down": plus(selection={**selection, "scoring": "memory"}, cooldown=cooldown),
+        "selection (proxy) + cool-down": plus(selection={**selection, "scoring": "proxy", "proxy_width": 4},
+                                              cooldown=cooldown),
     }, steps
 
 
