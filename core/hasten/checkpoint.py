@@ -13,6 +13,7 @@ import os
 import random
 import re
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,63 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(blob, dict) or "step" not in blob or "model" not in blob:
         raise UserError(f"{path}: not a hasten checkpoint (no step/model entries)")
     return blob
+
+
+def floating_tensors(prefix: str, value: Any) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every floating-point (or complex) tensor in the nested dicts and lists ``value``, named by its
+    path under ``prefix`` (``prefix.key.0``); integer tensors cannot be non-finite and are left out."""
+    if isinstance(value, torch.Tensor):
+        if (value.is_floating_point() or value.is_complex()) and value.numel():
+            yield prefix, value.detach()
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from floating_tensors(f"{prefix}.{key}" if prefix else str(key), item)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from floating_tensors(f"{prefix}.{index}" if prefix else str(index), item)
+
+
+def nonfinite_tensors(named: Sequence[tuple[str, torch.Tensor]]) -> list[str]:
+    """The names of the tensors of ``named`` that hold a NaN or an infinity, in order.
+
+    One fused reduction per device (``torch._foreach_norm`` with ord=inf: max |x|, which is NaN or
+    infinite exactly when the tensor holds one, and cannot overflow) and one host transfer: meant for
+    checkpoint and evaluation steps, which synchronise anyway, never for every step.
+    """
+    by_device: dict[torch.device, list[int]] = {}
+    for index, (_name, tensor) in enumerate(named):
+        by_device.setdefault(tensor.device, []).append(index)
+    finite = [True] * len(named)
+    for indices in by_device.values():
+        norms = torch._foreach_norm([named[i][1] for i in indices], float("inf"))
+        flags = torch.isfinite(torch.stack(norms)).tolist()  # the one host synchronisation
+        for i, ok in zip(indices, flags, strict=True):
+            finite[i] = bool(ok)
+    return [name for (name, _), ok in zip(named, finite, strict=True) if not ok]
+
+
+def optimizer_state_tensors(
+    optimizer_state: dict[Any, Any], param_names: dict[Any, str]
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """The tensors of an optimizer's per-parameter state (``optimizer.state`` keyed by parameter, or a
+    state dict's ``state`` keyed by index), named ``optimizer.state[<parameter name>].<key>``."""
+    for key, entries in optimizer_state.items():
+        yield from floating_tensors(f"optimizer.state[{param_names.get(key, key)}]", entries)
+
+
+def checkpoint_tensors(blob: dict[str, Any], param_names: Sequence[str] = ()) -> list[tuple[str, torch.Tensor]]:
+    """What a loaded checkpoint holds of the model (parameters and buffers, by their state-dict names),
+    the optimizer state (named by ``param_names``, the optimizer's parameters in order) and the task
+    state (every rank's), as (name, tensor) pairs."""
+    named = list(floating_tensors("", blob.get("model", {})))
+    optimizer = blob.get("optimizer", {})
+    if isinstance(optimizer, dict):
+        named += optimizer_state_tensors(optimizer.get("state", {}), dict(enumerate(param_names)))
+    named += floating_tensors("task", blob.get("task", {}))
+    for rank, part in enumerate(blob.get("ranks", [])):
+        if isinstance(part, dict) and rank > 0:  # rank 0's task state is ``task`` already
+            named += floating_tensors(f"ranks[{rank}].task", part.get("task", {}))
+    return named
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

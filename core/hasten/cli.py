@@ -35,7 +35,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     resume: bool | str = args.resume if args.resume is not None else False
-    result = train(config, resume=resume, quiet=args.quiet)
+    if args.resume_allow_nonfinite and args.resume is None:
+        raise UserError("--resume-allow-nonfinite: only with --resume (it loads a checkpoint holding NaN/inf anyway)")
+    result = train(config, resume=resume, quiet=args.quiet, allow_nonfinite_resume=args.resume_allow_nonfinite)
     return 0 if result.stop_reason is None else 1
 
 
@@ -150,6 +152,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     train.add_argument(
         "--quiet", action="store_true",
         help="no progress display and no printed summary (RUN_DIR/summary.json and metrics.jsonl are written anyway)",
+    )
+    train.add_argument(
+        "--resume-allow-nonfinite",
+        action="store_true",
+        help="with --resume: load the checkpoint even if it holds NaN or inf tensors (refused by default)",
     )
     train.set_defaults(handler=cmd_train)
 

@@ -28,9 +28,13 @@ import torch.distributed as dist
 from hasten.accounting import FlopAccountant
 from hasten.checkpoint import (
     checkpoint_path,
+    checkpoint_tensors,
+    floating_tensors,
     has_checkpoints,
     load_checkpoint,
     load_latest,
+    nonfinite_tensors,
+    optimizer_state_tensors,
     rng_state,
     set_rng_state,
     write_checkpoint,
@@ -120,8 +124,12 @@ class Trainer:
         resume: bool | str = False,
         extra_builtins: Iterable[object] = (),
         quiet: bool = False,
+        allow_nonfinite_resume: bool = False,
     ) -> None:
         self.config = config
+        # --resume-allow-nonfinite: load a checkpoint holding NaN/inf tensors anyway (for inspection or repair)
+        self.allow_nonfinite_resume = allow_nonfinite_resume
+        self._state_checked_at: int | None = None  # the step whose state was last found finite
         # A worker restarted by torchrun's elastic agent (--max-restarts) continues the same run.
         self.resume: bool | str = resume or elastic_restart_count() > 0
         self.lock: RunDirLock | None = None  # rank 0 owns the run directory while it trains
@@ -295,6 +303,7 @@ class Trainer:
     def save_checkpoint(self) -> Path | None:
         """Write a checkpoint of the finished ``state.step`` (rank 0 writes; every rank must call it)."""
         state = self.state
+        self._check_state()  # a checkpoint is never written from non-finite weights, buffers or optimizer state
         blob = self.checkpoint_blob()
         path = checkpoint_path(state.run_dir, state.step)
         state.scratch["engine/last_checkpoint"] = str(path)
@@ -353,10 +362,67 @@ class Trainer:
                 print(f"warning: --resume: no checkpoint in {state.run_dir}; starting from step 0", file=sys.stderr)
             return None
         path, blob = found
-        state.scratch["engine/last_checkpoint"] = str(path)
+        # Every rank holds the same blob: all refuse (or accept) alike, before any work.
+        bad = nonfinite_tensors(checkpoint_tensors(blob, self._optimizer_param_names()))
+        if bad and not self.allow_nonfinite_resume:
+            raise UserError(
+                f"--resume: {path} holds non-finite values (NaN or inf) in {_tensor_list(bad)}; training on from "
+                "it cannot recover. Resume from an earlier run or checkpoint, start afresh with a lower "
+                "optim.lr, or pass --resume-allow-nonfinite to load it anyway"
+            )
+        if bad:
+            if state.is_main:
+                print(f"warning: --resume-allow-nonfinite: {path} holds non-finite values in {_tensor_list(bad)}; "
+                      "loading it anyway (it is not counted as a good checkpoint)", file=sys.stderr)
+        else:
+            state.scratch["engine/last_checkpoint"] = str(path)
+            self._state_checked_at = int(blob["step"])
         if state.is_main:
             print(f"resuming from {path} (step {blob['step']})", file=sys.stderr)
         return blob
+
+    # ------------------------------------------------------- finite state
+    def _optimizer_param_names(self) -> list[str]:
+        """The model's parameter names in the optimizer's order (its state dict numbers them so)."""
+        state = self.state
+        names = {param: name for name, param in state.model.named_parameters()}
+        return [names.get(p, f"param{i}") for i, p in
+                enumerate(p for group in state.optimizer.param_groups for p in group["params"])]
+
+    def _check_state(self) -> None:
+        """Stop (TrainingStopped) when a parameter, buffer (BatchNorm statistics), optimizer or task state
+        tensor holds a NaN or an infinity. Called before every checkpoint and evaluation and at the end of
+        the run only (one fused reduction and one host sync there): no per-step cost. A loss can stay finite
+        while, say, a ``running_var`` has overflowed, so the loss check alone does not cover this."""
+        state = self.state
+        if self._state_checked_at == state.step:
+            return  # checked at this step already (evaluation and checkpoint of the same step)
+        named = list(floating_tensors("", state.model.state_dict()))
+        param_names = {param: name for name, param in state.model.named_parameters()}
+        named += optimizer_state_tensors(state.optimizer.state, param_names)
+        named += floating_tensors("task", state.task.state_dict())
+        bad = nonfinite_tensors(named)
+        if state.world_size > 1:
+            # Every rank must stop at the same check (a rank left behind would wait in the next collective);
+            # BatchNorm statistics may differ between ranks, so any rank's bad tensor stops all of them.
+            first = torch.tensor([len(named) if not bad else [n for n, _ in named].index(bad[0])],
+                                 dtype=torch.long, device=state.device)
+            dist.all_reduce(first, op=dist.ReduceOp.MIN)
+            index = int(first.item())
+            if index < len(named) and not bad:
+                bad = [named[index][0]]
+        if not bad:
+            self._state_checked_at = state.step
+            return
+        last = state.scratch.get("engine/last_checkpoint")
+        since = (f"finite at the previous check, step {self._state_checked_at}"
+                 if self._state_checked_at is not None else "first check of this run")
+        raise TrainingStopped(
+            f"non-finite model state at step {state.step}: NaN or inf in {_tensor_list(bad)} ({since}); "
+            f"last good checkpoint: {last or 'none written'}; {_divergence_hint(self.config)}",
+            step=state.step,
+            checkpoint=last,
+        )
 
     # ------------------------------------------------------------------ signals
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -418,9 +484,13 @@ class Trainer:
     def fit(self) -> RunResult:
         state, hooks, config = self.state, self.hooks, self.config
         if self.resume:
-            blob = self._load_latest()
-            if blob is not None:
-                self.restore(blob)
+            try:
+                blob = self._load_latest()
+                if blob is not None:
+                    self.restore(blob)
+            except BaseException:
+                self.close()  # a refused resume must not keep its directory locked
+                raise
         pin = state.device.type == "cuda"
         # Images a rank has consumed (the stream position); resumes restart there.
         stream: Iterator[Batch] = state.data.train_stream(
@@ -534,6 +604,7 @@ class Trainer:
                     state.stop_reason = state.should_stop
                     break
             self._check_finite(bad_step)
+            self._check_state()  # the final weights too: a run never ends "finished" with non-finite state
             self._evaluate()
             if ckpt_every:
                 self.save_checkpoint()
@@ -586,7 +657,8 @@ class Trainer:
         if first_bad >= 0:
             last = self.state.scratch.get("engine/last_checkpoint")
             raise TrainingStopped(
-                f"non-finite loss at step {first_bad}; last good checkpoint: {last or 'none written'}",
+                f"non-finite loss at step {first_bad}; last good checkpoint: {last or 'none written'}; "
+                f"{_divergence_hint(self.config)}",
                 step=first_bad,
                 checkpoint=last,
             )
@@ -620,6 +692,7 @@ class Trainer:
 
     def _evaluate(self) -> None:
         state = self.state
+        self._check_state()  # never evaluate (and log) non-finite weights or statistics
         if state.world_size > 1:
             # BatchNorm running statistics are updated per rank by the last forward; DDP would send rank 0's
             # at the next one. Send them now, so every shard is evaluated with the weights a checkpoint holds.
@@ -634,6 +707,20 @@ class Trainer:
                 self.hooks.hasten_log(state=state, metrics=merged, step=state.step - 1)
                 if self._record is not None:
                     self._record["logged"].setdefault(state.step - 1, {}).update(merged)
+
+
+def _tensor_list(names: list[str], shown: int = 3) -> str:
+    """``a, b, c and 8 more tensors``: the first few names of a long list."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more tensor{'s' if more > 1 else ''}" if more > 0 else "")
+
+
+def _divergence_hint(config: Config) -> str:
+    """What to try when training diverged."""
+    hint = f"the run diverged: try a lower optim.lr (now {config.optim.lr:g})"
+    if config.optim.grad_clip is None:
+        hint += ", optim.grad_clip (e.g. 1.0)"
+    return hint + " or a longer warm-up (schedule.warmup_steps)"
 
 
 def _to_cpu(value: Any) -> Any:
@@ -667,7 +754,14 @@ def build_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optim
 
 
 def train(
-    config: Config, *, resume: bool | str = False, extra_builtins: Iterable[object] = (), quiet: bool = False
+    config: Config,
+    *,
+    resume: bool | str = False,
+    extra_builtins: Iterable[object] = (),
+    quiet: bool = False,
+    allow_nonfinite_resume: bool = False,
 ) -> RunResult:
     """Train ``config`` and return the result (the Python API of ``hasten train``; ``quiet``: ``--quiet``)."""
-    return Trainer(config, resume=resume, extra_builtins=extra_builtins, quiet=quiet).fit()
+    return Trainer(
+        config, resume=resume, extra_builtins=extra_builtins, quiet=quiet, allow_nonfinite_resume=allow_nonfinite_resume
+    ).fit()

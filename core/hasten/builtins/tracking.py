@@ -478,11 +478,14 @@ class Tracking(Plugin):
         if self.config.tracking.artifacts:
             for path, artifact_path in self._write_artifacts(state):
                 sender.put({"op": "artifact", "path": str(path), "artifact_path": artifact_path})
-        finished = state.step >= state.total_steps or (
+        # A stop at the last step (e.g. non-finite final weights) is a stop, not a finished run.
+        finished = (state.stop_reason is None and state.step >= state.total_steps) or (
             state.should_stop is not None and state.stop_reason == state.should_stop
         )
         interrupted = any(name in (state.stop_reason or "") for name in ("SIGINT", "SIGTERM"))
         status = "FINISHED" if finished else "KILLED" if interrupted else "FAILED"
+        if not finished and state.stop_reason:
+            sender.put({"op": "tags", "tags": {"hasten.stop_reason": state.stop_reason[:5000]}})
         sender.put({"op": "end", "status": status})
         delivered = sender.flush(self.config.tracking.flush_timeout)
         left = [] if delivered else sender.close()
