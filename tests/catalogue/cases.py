@@ -69,8 +69,13 @@ class Outcome:
 
     @property
     def message(self) -> str:
-        lines = [line for line in self.err.splitlines() if line.startswith("error:")]
-        return lines[0] if lines else self.err.strip().splitlines()[-1] if self.err.strip() else ""
+        """The error message, with its indented continuation lines (a config's list of errors) joined."""
+        lines = self.err.splitlines()
+        for index, line in enumerate(lines):
+            if line.startswith("error:"):
+                rest = [more.strip() for more in lines[index + 1 :] if more.startswith("  ")]
+                return " ".join([line, *rest])
+        return lines[-1] if lines else ""
 
 
 # ---------------------------------------------------------------- builders
