@@ -140,8 +140,8 @@ class Trainer:
         )
         self.hooks = self.plugins.hook
         self.hooks.hasten_register(registry=REGISTRY)
-        self.hooks.hasten_configure(config=config)
         preflight(config)  # values only found wrong at the first forward or later: refused now
+        self.hooks.hasten_configure(config=config)
         try:
             self.state = self._build_state()
         except BaseException:

@@ -549,7 +549,7 @@ class Tracking(Plugin):
             info["fallback"] = str(path)
             print(
                 f"warning: tracking {'server' if self.uri.startswith('http') else 'store'} {self.uri} "
-                f"unreachable ({sender.last_error}); "
+                f"{'unreachable' if self.uri.startswith('http') else 'could not be written'} ({sender.last_error}); "
                 f"{len(left)} operations saved to {path}; send them with `hasten sync {self.run_dir}`",
                 file=sys.stderr,
             )
