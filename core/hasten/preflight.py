@@ -68,6 +68,8 @@ def check_eval_metric(config: Config, task_cls: Any) -> None:
     enabled plugin (``Plugin.metrics``), or logged by the engine (``train/...``, ``flops/...``)."""
     metric = config.eval.metric
     declared = getattr(task_cls, "metrics", None)
+    if "metric" not in config.eval.model_fields_set:
+        return  # the default (val/acc1) is not the user's choice: a task without it is not an error
     if declared is None or metric.startswith(ENGINE_METRIC_PREFIXES):
         return  # a task that does not declare its metrics cannot be checked
     from hasten.plugins import installed_plugins
