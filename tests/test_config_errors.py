@@ -76,7 +76,7 @@ def test_missing_config_file(tmp_path, capsys):
 
 
 def test_bad_override_syntax(tmp_path, capsys):
-    code, err = run_cli(["train", write(tmp_path, "{}\n"), "--set", "optim.lr"], capsys)
+    code, err = run_cli(["train", write(tmp_path, "run: {}\n"), "--set", "optim.lr"], capsys)
     assert code == 2 and "KEY.PATH=VALUE" in err
 
 

@@ -23,6 +23,10 @@ import torch
 from hasten.errors import UserError
 
 _NAME = re.compile(r"^step-(\d{9})\.pt$")
+#: what save_atomic writes before the rename (``.step-<step>.pt.tmp-<pid>``)
+_TMP = re.compile(r"^\.step-\d{9}\.pt\.tmp-\d+$")
+#: appended to an unreadable checkpoint that a resume stepped over
+DAMAGED_SUFFIX = ".damaged"
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -136,17 +140,54 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def load_latest(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint of ``run_dir`` that loads, with its content; older
-    ones are tried when the newest is unreadable (e.g. truncated by a full disk)."""
+    """The newest checkpoint of ``run_dir`` that loads, with its content; None when it has none.
+
+    Older ones are tried when the newest is unreadable (e.g. truncated by a
+    full disk). An unreadable file is never deleted nor overwritten: when an
+    older checkpoint is used, the unreadable newer ones are renamed
+    ``<name>.damaged`` (kept as evidence, out of the way of the resumed run's
+    writes and pruning). When no checkpoint loads, :class:`UserError` names
+    them and nothing is touched.
+    """
     folder = checkpoint_dir(run_dir)
     if not folder.is_dir():
         return None
+    unreadable: list[tuple[Path, str]] = []
     for path in sorted((p for p in folder.iterdir() if _NAME.match(p.name)), reverse=True):
         try:
-            return path, load_checkpoint(path)
+            blob = load_checkpoint(path)
         except UserError as exc:
-            print(f"warning: skipping checkpoint {path}: {exc}", file=sys.stderr)
+            unreadable.append((path, str(exc)))
+            continue
+        for bad, reason in unreadable:
+            kept = bad.with_name(bad.name + DAMAGED_SUFFIX)
+            os.replace(bad, kept)
+            print(f"warning: skipping checkpoint {bad} ({reason}); kept as {kept}", file=sys.stderr)
+        return path, blob
+    if unreadable:
+        names = ", ".join(str(bad) for bad, _ in unreadable)
+        raise UserError(
+            f"--resume: no checkpoint of {run_dir} can be read ({unreadable[0][1]}); nothing was changed. "
+            f"Unreadable: {names}. Restore the file(s) from a backup, or move them out of {folder} "
+            "to start this run again from step 0"
+        )
     return None
+
+
+def remove_interrupted_writes(run_dir: str | Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes a killed run left behind; returns them.
+
+    Only call it while holding the run directory's lock: a live writer's file
+    would otherwise be removed. They are never checkpoints (the rename that
+    makes one did not happen), so nothing readable is lost.
+    """
+    folder = checkpoint_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    removed = [p for p in folder.iterdir() if _TMP.match(p.name) and p.is_file()]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
 
 
 def has_checkpoints(run_dir: str | Path) -> bool:

@@ -199,15 +199,21 @@ class Config(Section):
 
 # ----------------------------------------------------------------- loading
 def read_file(path: str | Path) -> dict[str, Any]:
-    """Parse a YAML (safe loader: no object construction) or TOML file."""
+    """Parse a YAML (safe loader: no object construction) or TOML file.
+
+    Refused, naming the file (and line): text that is not UTF-8, a key given
+    twice in one mapping (YAML would keep the last silently; TOML refuses it
+    itself), a file with no sections (empty, or only comments).
+    """
     file = Path(path)
     if not file.is_file():
         raise UserError(f"config file {str(file)!r} not found")
-    text = file.read_text(encoding="utf-8")
+    text = decode_config_text(file, file.read_bytes())
     try:
         if file.suffix == ".toml":
             data = tomllib.loads(text)
         else:
+            reject_duplicate_keys(file, text)
             data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         where = ""
@@ -217,12 +223,59 @@ def read_file(path: str | Path) -> dict[str, Any]:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"{file}:{where}: malformed YAML: {problem}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{file}: malformed TOML: {exc}") from None
-    if data is None:
-        data = {}
+        twice = " (a key or table given twice; each may appear once)" if "Cannot overwrite" in str(exc) or (
+            "Cannot declare" in str(exc)) else ""
+        raise UserError(f"{file}: malformed TOML: {exc}{twice}") from None
+    sections = ", ".join(name for name in Config.model_fields if name != "source")
+    if data is None or data == {}:
+        raise UserError(
+            f"{file}: the config holds no sections ({'empty file' if not text.strip() else 'no keys'}); "
+            f"give at least one of: {sections}"
+        )
     if not isinstance(data, dict):
-        raise UserError(f"{file}: the top level must be a mapping of sections, got {type(data).__name__}")
+        raise UserError(f"{file}: the top level must be a mapping of sections ({sections}), got {type(data).__name__}")
     return data
+
+
+def decode_config_text(file: Path, raw: bytes) -> str:
+    """UTF-8 text (a byte-order mark allowed); UserError naming the file, line and byte otherwise."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise UserError(f"{file}: the file is UTF-16 text; config files must be UTF-8 (save it as UTF-8)")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise UserError(
+            f"{file}: line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8 text; config files must be "
+            "UTF-8 (save the file as UTF-8)"
+        ) from None
+
+
+def reject_duplicate_keys(file: Path, text: str) -> None:
+    """UserError naming file:line and the key path of the first key given twice in one YAML mapping."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+
+    def walk(node: yaml.Node | None, path: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                if key is not None and key != "<<":
+                    where = f"{path}.{key}" if path else str(key)
+                    if key in seen:
+                        raise UserError(
+                            f"{file}:{key_node.start_mark.line + 1}: {where}: key given twice (first on line "
+                            f"{seen[key]}); a key may appear once per section"
+                        )
+                    seen[key] = key_node.start_mark.line + 1
+                    walk(value_node, where)
+                else:
+                    walk(value_node, path)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, f"{path}[{index}]")
+
+    walk(root, "")
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:

@@ -35,6 +35,7 @@ from hasten.checkpoint import (
     load_latest,
     nonfinite_tensors,
     optimizer_state_tensors,
+    remove_interrupted_writes,
     rng_state,
     set_rng_state,
     write_checkpoint,
@@ -43,8 +44,9 @@ from hasten.config import Config, validate_component_options
 from hasten.data.module import DataModule
 from hasten.errors import TrainingInterrupted, TrainingStopped, UserError
 from hasten.plugins import PluginSet, provided_capabilities
+from hasten.preflight import preflight
 from hasten.registry import REGISTRY
-from hasten.rundir import RunDirLock, elastic_restart_count, elastic_run_dir
+from hasten.rundir import RunDirLock, check_resume_dir, elastic_restart_count, elastic_run_dir
 from hasten.state import Batch, State, StepOutput
 
 
@@ -80,8 +82,11 @@ def init_distributed(device_kind: str) -> tuple[int, int]:
 
 def make_run_dir(config: Config, resume: bool | str) -> Path:
     if isinstance(resume, str) and resume:
+        check_resume_dir(Path(resume), [Path(config.run.output_dir)])
         return Path(resume)
     if config.run.run_dir:
+        if resume and elastic_restart_count() == 0:  # torchrun's restarts may find the folder not made yet
+            check_resume_dir(Path(config.run.run_dir), [Path(config.run.output_dir)])
         return Path(config.run.run_dir)
     elastic = elastic_run_dir(config.run.output_dir, config.run.name)  # torchrun --max-restarts: no timestamp
     if elastic is not None:
@@ -138,6 +143,8 @@ class Trainer:
         self._losses: list[torch.Tensor] = []  # this process's per-step losses (device tensors)
         self._loss_prefix: list[torch.Tensor] = []  # the restored tail of the loss window, after a resume
         self._record: dict[str, Any] | None = None  # run.record_indices
+        #: rank 0, when resuming: the checkpoint found when the run directory was claimed (before any work)
+        self._resume_from: tuple[Path, dict[str, Any]] | None = None
         # Plugins are validated before any work: a bad config fails in milliseconds.
         enabled_caps = _enabled_capabilities(config)
         self.plugins = PluginSet.build(
@@ -146,6 +153,7 @@ class Trainer:
         self.hooks = self.plugins.hook
         self.hooks.hasten_register(registry=REGISTRY)
         validate_component_options(config, strict=True)  # plugins' components are registered now
+        preflight(config)  # values only found wrong at the first forward or later: refused now
         self.hooks.hasten_configure(config=config)
         try:
             self.state = self._build_state()
@@ -242,6 +250,15 @@ class Trainer:
                         f"run directory {run_dir} already holds checkpoints of an earlier run; continue it with "
                         f"`hasten train CONFIG --resume {run_dir}` or choose another run.run_dir"
                     )
+                # We own the folder: a temporary file of a write a kill interrupted is nobody's now.
+                for leftover in remove_interrupted_writes(run_dir):
+                    print(f"removed {leftover} (an interrupted checkpoint write)", file=sys.stderr)
+                if self.resume:
+                    try:  # read before any data is built: a resume that cannot resume stops here
+                        self._resume_from = load_latest(run_dir)
+                    except UserError:
+                        self.lock.release()
+                        raise
             except UserError as exc:
                 problem = str(exc)
         if world_size > 1:  # one decision for every rank (a timestamped name could differ between processes)
@@ -352,14 +369,17 @@ class Trainer:
         """The newest valid checkpoint of the run directory; rank 0 reads it and sends it to the
         other ranks (multi-node runs need no shared file system)."""
         state = self.state
-        found = load_latest(state.run_dir) if state.is_main else None
+        found, self._resume_from = self._resume_from, None
         if state.world_size > 1:
             shared = [found]
             dist.broadcast_object_list(shared, src=0)
             found = shared[0]
         if found is None:
             if state.is_main:
-                print(f"warning: --resume: no checkpoint in {state.run_dir}; starting from step 0", file=sys.stderr)
+                print(
+                    f"warning: --resume: no checkpoint in {state.run_dir} (stopped before its first one); "
+                    "starting from step 0", file=sys.stderr,
+                )
             return None
         path, blob = found
         # Every rank holds the same blob: all refuse (or accept) alike, before any work.
@@ -484,6 +504,7 @@ class Trainer:
     def fit(self) -> RunResult:
         state, hooks, config = self.state, self.hooks, self.config
         if self.resume:
+            state.scratch["engine/resumed"] = True  # tracking continues the run folder's MLflow run
             try:
                 blob = self._load_latest()
                 if blob is not None:

@@ -45,6 +45,7 @@ class Plugin:
       provides: capabilities this plugin owns exclusively, e.g. ``"lr_schedule"``
         or ``"resolution_schedule"``; two enabled plugins providing the same
         capability are a configuration error.
+      metrics: evaluation metrics it produces (valid ``eval.metric`` values).
     """
 
     name: ClassVar[str] = ""
@@ -52,6 +53,8 @@ class Plugin:
     requires: ClassVar[tuple[str, ...]] = ()
     conflicts: ClassVar[tuple[str, ...]] = ()
     provides: ClassVar[tuple[str, ...]] = ()
+    #: metrics this plugin adds to the evaluation (``hasten_evaluate``), valid values of eval.metric
+    metrics: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: BaseModel | None = None) -> None:
         self.settings: Any = settings if settings is not None else self.Settings()

@@ -93,7 +93,9 @@ class RunRecord(Plugin):
         run_dir = Path(state.run_dir)
         resolved = yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False)
         (run_dir / CONFIG_FILE).write_text(resolved, encoding="utf-8")
-        self.file = open(run_dir / METRICS_FILE, "a", encoding="utf-8")
+        # A resume from step 0 (killed before its first checkpoint) logs the whole history again: start afresh.
+        restart = bool(state.scratch.get("engine/resumed")) and state.step == 0
+        self.file = open(run_dir / METRICS_FILE, "w" if restart else "a", encoding="utf-8")
         self.started = time.perf_counter()
 
     @hookimpl(tryfirst=True)

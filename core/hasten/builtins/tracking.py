@@ -387,6 +387,16 @@ class Tracking(Plugin):
 
     # -- lifecycle
     @hookimpl
+    def hasten_configure(self, config: Config) -> None:
+        # Before any work: a URI no store serves, or a broken local store, stops the run now, and the
+        # local SQLite store is created atomically here rather than by a request a kill could cut short.
+        from hasten.builtins.tracking_store import check_uri, prepare_store
+
+        check_uri(self.uri)
+        if os.environ.get("RANK", "0") == "0":  # only rank 0 logs
+            prepare_store(self.uri)
+
+    @hookimpl
     def hasten_setup(self, state: State) -> None:
         self.run_dir = Path(state.run_dir)
 
@@ -409,9 +419,12 @@ class Tracking(Plugin):
         # The run opens here, not in hasten_setup: a resumed run's id arrives with
         # hasten_load_state_dict (after setup), and a Trainer that never trains
         # (hasten estimate) opens no empty run.
+        resumed = bool(state.scratch.get("engine/resumed"))
         if self.run_id is None:
+            # Resumed from a checkpoint written before the run opened, or killed before its first
+            # checkpoint: the run folder still names the MLflow run to continue.
             saved = self.run_dir / RUN_ID_FILE
-            if state.step > 0 and saved.is_file():  # resumed from a checkpoint written before the run opened
+            if (state.step > 0 or resumed) and saved.is_file():
                 self.run_id = saved.read_text(encoding="utf-8").strip() or None
         _use_fast_failing_http()
         # Import the client here, before the first step: importing it on the
@@ -505,7 +518,8 @@ class Tracking(Plugin):
             path = write_fallback(self.run_dir, sender, left)
             info["fallback"] = str(path)
             print(
-                f"warning: tracking server {self.uri} unreachable ({sender.last_error}); "
+                f"warning: tracking {'server' if self.uri.startswith('http') else 'store'} {self.uri} "
+                f"{'unreachable' if self.uri.startswith('http') else 'could not be written'} ({sender.last_error}); "
                 f"{len(left)} operations saved to {path}; send them with `hasten sync {self.run_dir}`",
                 file=sys.stderr,
             )
@@ -571,6 +585,10 @@ def sync_fallback(run_dir: str | Path, uri: str | None = None) -> dict[str, Any]
         try:
             if op["op"] == "open":
                 target = uri or op.get("uri") or resolve_uri(None)
+                from hasten.builtins.tracking_store import check_uri, prepare_store
+
+                check_uri(target, key="--uri")
+                prepare_store(target)  # a broken local store is named as such, not as "unreachable"
                 sender = Sender(target, background=False)
                 op = {**op, "run_id": op.get("run_id"), "experiment": op.get("experiment") or "hasten"}
                 sender.execute(op)

@@ -139,6 +139,11 @@ def _find_split_dir(root: Path, split: str) -> Path | None:
     return None
 
 
+def _class_dirs(directory: Path) -> list[Path]:
+    """The class sub-directories, sorted; hidden ones (.ipynb_checkpoints, .git) are not classes."""
+    return sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def _image_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
@@ -171,7 +176,7 @@ def build_imagefolder(
         names = " or ".join(str(root / name) for name in _SPLIT_DIRS[split])
         raise DataError(f"dataset 'imagefolder': split directory {names} not found; expected {_FOLDER_LAYOUT}")
     class_root = _find_split_dir(root, "train") or split_dir
-    classes = sorted(p.name for p in class_root.iterdir() if p.is_dir())
+    classes = [p.name for p in _class_dirs(class_root)]
     files: list[Path] = []
     labels: list[int] = []
     if split == "unlabeled":
@@ -183,10 +188,17 @@ def build_imagefolder(
         if not classes:
             raise DataError(f"dataset 'imagefolder': no class directories in {class_root}; expected {_FOLDER_LAYOUT}")
         index = {name: i for i, name in enumerate(classes)}
-        for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        for class_dir in _class_dirs(split_dir):
             if class_dir.name not in index:
                 raise DataError(f"dataset 'imagefolder': class directory {class_dir} is not among the train classes")
             found = _image_files(class_dir)
+            if not found:
+                others = sorted(p.name for p in class_dir.iterdir())
+                seen = f" (it holds {len(others)} other entries, e.g. {others[0]})" if others else " (it is empty)"
+                raise DataError(
+                    f"dataset 'imagefolder': class directory {class_dir} holds no .jpg/.jpeg/.png image{seen}; "
+                    "every class needs at least one: add images or remove the folder"
+                )
             files += found
             labels += [index[class_dir.name]] * len(found)
     if not files:

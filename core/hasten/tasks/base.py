@@ -36,6 +36,9 @@ class Task:
     Options: ClassVar[type[BaseModel]] = NoOptions
     #: how many augmented views of each image a training step uses
     num_views: int = 1
+    #: the metrics ``evaluate`` returns (eval.metric is checked against them before a run starts);
+    #: None: not declared, not checked
+    metrics: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, config: Config, info: DataInfo) -> None:
         self.config = config

@@ -28,6 +28,7 @@ class ClassificationOptions(Options):
 class ClassificationTask(Task):
     name = "classification"
     Options = ClassificationOptions
+    metrics = ("val/loss", "val/acc1", "val/acc5")
 
     def __init__(self, config: Config, info: DataInfo) -> None:
         super().__init__(config, info)
@@ -41,6 +42,7 @@ class ClassificationTask(Task):
             num_classes=info.num_classes,
             in_channels=info.channels,
             options=config.model.options,
+            key="model.name",
         )
         self.policy = self.augment_policy()
         self.vector_data = info.resolution == 0 or False

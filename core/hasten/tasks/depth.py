@@ -63,6 +63,7 @@ def resize_depth(depth: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
 class DepthTask(Task):
     name = "depth"
     Options = DepthOptions
+    metrics = ("val/loss", "val/delta1", "val/abs_rel")
 
     def __init__(self, config: Config, info: DataInfo) -> None:
         super().__init__(config, info)

@@ -290,6 +290,7 @@ class SSLTask(Task):
     name = "ssl"
     Options = SSLOptions
     num_views = 2
+    metrics = ("knn/acc1",)
 
     def __init__(self, config: Config, info: DataInfo) -> None:
         super().__init__(config, info)
