@@ -152,8 +152,8 @@ class Trainer:
         )
         self.hooks = self.plugins.hook
         self.hooks.hasten_register(registry=REGISTRY)
-        validate_component_options(config, strict=True)  # plugins' components are registered now
         preflight(config)  # values only found wrong at the first forward or later: refused now
+        validate_component_options(config, strict=True)  # plugins' components are registered now
         self.hooks.hasten_configure(config=config)
         try:
             self.state = self._build_state()

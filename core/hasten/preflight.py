@@ -13,9 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pydantic import ValidationError
 
-from hasten.config import Config, format_validation_error
+from hasten.config import Config
 from hasten.errors import UserError
 from hasten.registry import REGISTRY
 
@@ -30,13 +29,8 @@ def preflight(config: Config) -> None:
     if data.unlabeled is not None and data.unlabeled.dataset is not None:
         REGISTRY.datasets.get(data.unlabeled.dataset, key="data.unlabeled.dataset")
     REGISTRY.models.get(config.model.name, key="model.name")
-    task_cls = REGISTRY.tasks.get(config.task.name, key="task.name")
-    options_model = getattr(task_cls, "Options", None)
-    if options_model is not None:
-        try:
-            options_model.model_validate(config.task.options)
-        except ValidationError as exc:
-            raise UserError(format_validation_error(exc, config.task.options, prefix="task.options")) from None
+    # (every component's options were validated with the config: hasten.registry.validate_component_options)
+    task_cls = REGISTRY.tasks.get(config.task.name, key="task.name").factory
     check_model_resolution(config)
     check_eval_metric(config, task_cls)
 
