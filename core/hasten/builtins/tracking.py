@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
 import queue
 import subprocess
@@ -368,6 +369,15 @@ def _use_fast_failing_http() -> None:
     # MLflow prints the run's URL to stdout when a run ends: from a background
     # thread that interleaves with the user's output (and `--json` output).
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    _quiet_store_migrations()
+
+
+def _quiet_store_migrations() -> None:
+    # A new sqlite store is created and migrated on first use; MLflow and
+    # alembic announce each step at INFO, which says nothing to a user.
+    # Warnings and errors still show.
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 # ---------------------------------------------------------------- the plugin
