@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hasten.errors import UserError
+from hasten.errors import UserError, did_you_mean
 
 
 class Section(BaseModel):
@@ -238,7 +238,16 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     node[parts[-1]] = value
 
 
-def format_validation_error(exc: ValidationError, data: dict[str, Any], prefix: str = "") -> str:
+def format_validation_error(
+    exc: ValidationError, data: dict[str, Any], prefix: str = "", model: type[BaseModel] | None = None
+) -> str:
+    """One line per error: key path, what is wrong, the bad value or the allowed keys.
+
+    ``model`` is the model ``data`` was validated against (default
+    :class:`Config`; a plugin's ``Settings`` for ``plugins.<name>``, with
+    ``prefix="plugins.<name>"``), so an unknown key lists the keys of *its*
+    section, with the closest one suggested.
+    """
     lines = []
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"])
@@ -247,20 +256,27 @@ def format_validation_error(exc: ValidationError, data: dict[str, Any], prefix: 
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             section = ".".join(str(p) for p in err["loc"][:-1])
-            model: Any = Config
-            for part in err["loc"][:-1]:
-                field = model.model_fields.get(str(part)) if hasattr(model, "model_fields") else None
-                ann = getattr(field, "annotation", None)
-                model = _section_model(ann)
-            allowed = sorted(model.model_fields) if hasattr(model, "model_fields") else []
+            allowed = sorted(_model_at(model or Config, err["loc"][:-1]))
             where = f"{prefix}.{section}" if prefix and section else (section or prefix)
-            msg = f"unknown key{' in ' + where if where else ''}; allowed: {', '.join(allowed)}"
+            hint = did_you_mean(str(err["loc"][-1]), allowed)
+            msg = f"unknown key{' in ' + where if where else ''}{hint}; allowed: {', '.join(allowed) or '(none)'}"
             lines.append(f"{path}: {msg}")
             continue
         value = err.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
         lines.append(f"{path}: {msg}{shown}")
     return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def _model_at(model: Any, loc: tuple[Any, ...] | list[Any]) -> list[str]:
+    """The field names of the (nested) section at ``loc`` below ``model``."""
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if fields is None:
+            return []
+        field = fields.get(str(part))
+        model = _section_model(getattr(field, "annotation", None))
+    return list(getattr(model, "model_fields", None) or [])
 
 
 def _section_model(annotation: Any) -> Any:

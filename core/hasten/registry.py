@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
-from hasten.errors import UserError
+from hasten.errors import UserError, did_you_mean
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -42,7 +42,7 @@ class Catalog(Generic[T]):
         except KeyError:
             where = f"{key}: " if key else ""
             raise UserError(
-                f"{where}unknown {self.kind} {name!r}; "
+                f"{where}unknown {self.kind} {name!r}{did_you_mean(name, self._items)}; "
                 f"allowed: {', '.join(sorted(self._items)) or '(none registered)'}"
             ) from None
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from hasten.errors import UserError
+from hasten.errors import UserError, did_you_mean
 
 
 def reject_unknown_options(model: str, options: Mapping[str, Any], allowed: Iterable[str]) -> None:
@@ -16,7 +16,8 @@ def reject_unknown_options(model: str, options: Mapping[str, Any], allowed: Iter
     for name in options:
         if name not in allowed_set:
             raise UserError(
-                f"model {model!r}: unknown option {name!r}; allowed: {', '.join(sorted(allowed_set)) or '(none)'}"
+                f"model {model!r}: unknown option {name!r}{did_you_mean(name, allowed_set)}; "
+                f"allowed: {', '.join(sorted(allowed_set)) or '(none)'}"
             )
 
 
