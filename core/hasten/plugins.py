@@ -169,24 +169,7 @@ class PluginSet:
         ``plugins.<name>.<key>``), a missing requirement or a conflict.
         """
         infos = installed_plugins()
-        enabled: list[Plugin] = []
-        for name in config.plugins:
-            info = infos.get(name)
-            if info is None:
-                raise UserError(unknown_plugin_message(name, infos))
-            if info.plugin_class is None:
-                raise UserError(
-                    f"plugins.{name}: the plugin failed to load from distribution "
-                    f"{info.distribution} {info.version}: {info.error}"
-                )
-            raw = config.plugin_settings(name)
-            try:
-                settings = info.plugin_class.Settings.model_validate(raw)
-            except ValidationError as exc:
-                raise UserError(format_validation_error(
-                    exc, raw, prefix=f"plugins.{name}", model=info.plugin_class.Settings
-                )) from None
-            enabled.append(info.plugin_class(settings))
+        enabled = [plugin_class(settings) for plugin_class, settings in validate_plugin_settings(config, infos)]
         _check_relations(enabled)
 
         manager = pluggy.PluginManager(hookspecs.PROJECT)
@@ -198,6 +181,36 @@ class PluginSet:
         for plugin in reversed(enabled):
             manager.register(plugin, name=plugin.name)
         return cls(manager, enabled, infos)
+
+
+def validate_plugin_settings(
+    config: Config, infos: dict[str, PluginInfo] | None = None
+) -> list[tuple[type[Plugin], BaseModel]]:
+    """(plugin class, validated settings) of every enabled plugin, in config order.
+
+    Raises :class:`UserError` for an unknown plugin (suggesting the closest
+    one), a plugin that failed to import, or invalid settings (naming
+    ``plugins.<name>.<key>`` and the plugin's own keys).
+    """
+    infos = installed_plugins() if infos is None else infos
+    found: list[tuple[type[Plugin], BaseModel]] = []
+    for name in config.plugins:
+        info = infos.get(name)
+        if info is None:
+            raise UserError(unknown_plugin_message(name, infos))
+        if info.plugin_class is None:
+            raise UserError(
+                f"plugins.{name}: the plugin failed to load from distribution "
+                f"{info.distribution} {info.version}: {info.error}"
+            )
+        raw = config.plugin_settings(name)
+        model = info.plugin_class.Settings
+        try:
+            settings = model.model_validate(raw)
+        except ValidationError as exc:
+            raise UserError(format_validation_error(exc, raw, prefix=f"plugins.{name}", model=model)) from None
+        found.append((info.plugin_class, settings))
+    return found
 
 
 def _check_relations(enabled: list[Plugin]) -> None:
