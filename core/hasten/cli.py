@@ -1,6 +1,6 @@
 """The ``hasten`` command line.
 
-Core commands: ``train``, ``plugins``, ``schema``. Installed plugins add more
+Core commands: ``train``, ``plugins``, ``schema``, ``config``. Installed plugins add more
 through the ``hasten_add_commands`` hook (f1clr adds ``lr-find``). A user
 error prints one message naming what is wrong and exits 2, without a
 traceback.
@@ -57,7 +57,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             row["error"] = info.error
         else:
             row["settings"] = {
-                field: _default_text(spec)
+                field: _default_value(spec)
                 for field, spec in info.plugin_class.Settings.model_fields.items()
             }
             row["provides"] = list(info.plugin_class.provides)
@@ -79,15 +79,38 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         if row["settings"]:
             print("  settings:")
             for key, default in row["settings"].items():
-                print(f"    {key} = {default}")
+                print(f"    {key} = {json.dumps(default)}")
     return 0
 
 
-def _default_text(spec: Any) -> str:
+def _default_value(spec: Any) -> Any:
+    """A setting's default as a JSON value (what a config would write), or "(required)"."""
+    from pydantic import TypeAdapter
+
     if spec.is_required():
         return "(required)"
     default = spec.get_default(call_default_factory=True)
-    return repr(default)
+    return TypeAdapter(Any).dump_python(default, mode="json")
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    print(resolved_config_yaml(args.config, args.overrides), end="")
+    return 0
+
+
+def resolved_config_yaml(path: str, overrides: list[str]) -> str:
+    """The config as a run would use it: every default filled in, plugin
+    settings validated and completed by each plugin's ``Settings`` (YAML)."""
+    import yaml
+
+    from hasten.config import load_config
+    from hasten.plugins import validate_plugin_settings
+
+    config = load_config(path, overrides)
+    data = config.model_dump(mode="json")
+    for plugin_class, settings in validate_plugin_settings(config):
+        data["plugins"][plugin_class.name] = settings.model_dump(mode="json")
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -166,6 +189,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
 
     schema = sub.add_parser("schema", help="print the JSON Schema of the config, plugins included")
     schema.set_defaults(handler=cmd_schema)
+
+    config = sub.add_parser(
+        "config", help="print the fully resolved config (every default, plugin settings included) as YAML"
+    )
+    add_config_arguments(config)
+    config.set_defaults(handler=cmd_config)
 
     from hasten.builtins import commands
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from hasten.errors import UserError
+from hasten.errors import UserError, did_you_mean
 
 
 class Options(BaseModel):
@@ -198,7 +198,7 @@ class Catalog:
         except KeyError:
             where = f"{key}: " if key else ""
             raise UserError(
-                f"{where}unknown {self.kind} {name!r}; "
+                f"{where}unknown {self.kind} {name!r}{did_you_mean(name, self._items)}; "
                 f"allowed: {', '.join(sorted(self._items)) or '(none registered)'}"
             ) from None
 

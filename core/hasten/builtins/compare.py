@@ -95,13 +95,14 @@ def read_run(uri: str, run_id: str, metric: str, label: str | None = None) -> Ru
 
 def train_for_compare(path: str, overrides: list[str]) -> tuple[str, str]:
     """Train the config at ``path`` with tracking on; return (tracking URI, run id)."""
+    from hasten.builtins.tracking import RunType
     from hasten.config import load_config
     from hasten.engine import train
 
     config = load_config(path, overrides)
     if not config.tracking.enabled:
         config.tracking.enabled = True  # compare reads the results back from MLflow
-    result = train(config)
+    result = train(config, extra_builtins=[RunType("compare")])
     info = result.state.scratch.get("tracking", {}) if result.state is not None else {}
     if not info.get("run_id") or info.get("unsent"):
         raise UserError(

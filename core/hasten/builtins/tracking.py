@@ -74,6 +74,11 @@ BATCH_INTERVAL = 1.0
 #: retry back-off while the server is unreachable, seconds
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 5.0
+#: the experiment type MLflow's UI uses to choose its views (custom model training)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+#: how long the start of a run waits for MLflow to open the run (seconds)
+OPEN_WAIT = 10.0
 
 #: the FLOP convention, logged as params so every run states how it counts
 FLOP_CONVENTION = {
@@ -97,6 +102,21 @@ Op = dict[str, Any]
 def resolve_uri(configured: str | None) -> str:
     """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else the local SQLite file."""
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def ui_hint(uri: str, experiment_id: str | None, run_id: str | None) -> tuple[str | None, str]:
+    """(command, page) to look at a run: no command and the run's URL on a
+    tracking server; for a local store the ``mlflow ui`` command (paths made
+    absolute, so it works from any directory) and the page it then serves."""
+    page = f"#/experiments/{experiment_id}/runs/{run_id}" if experiment_id and run_id else ""
+    if uri.startswith(("http://", "https://")):
+        return None, f"{uri.rstrip('/')}/{page}"
+    store = uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        store = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    elif "://" not in uri:
+        store = str(Path(uri).resolve())
+    return f"mlflow ui --backend-store-uri {store}", f"http://127.0.0.1:5000/{page}"
 
 
 def git_commit(cwd: str | Path | None = None) -> tuple[str, bool] | None:
@@ -137,6 +157,93 @@ def run_params(config: Config) -> dict[str, str]:
     return params
 
 
+def run_tags(config: Config, state: State, run_dir: Path) -> dict[str, str]:
+    """MLflow's standard tags (source, git commit, user) and hasten's own:
+    ``hasten.run_type`` (train, lr-find, compare, sweep: filter with
+    ``tags.hasten.run_type = 'train'``) and the run directory."""
+    import getpass
+
+    tags = {
+        "hasten.run_dir": str(run_dir.resolve()),
+        "hasten.run_type": state.run_type,
+        "hasten.task": config.task.name,
+        "mlflow.runName": config.run.name,
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.name": f"hasten {config.source}" if config.source else "hasten",
+    }
+    try:
+        tags["mlflow.user"] = getpass.getuser()
+    except (KeyError, OSError):  # no user name in a bare container
+        pass
+    # the project: the working directory's checkout, else the config file's
+    commit = git_commit() or (git_commit(Path(config.source).resolve().parent) if config.source else None)
+    if commit is not None:
+        tags["mlflow.source.git.commit"] = commit[0]
+        tags["git.dirty"] = str(commit[1]).lower()
+    return tags
+
+
+def dataset_input(config: Config, state: State) -> dict[str, Any]:
+    """The training data as an MLflow dataset input (name, digest of what
+    defines it, source, profile); JSON-able like every queued operation."""
+    import hashlib
+
+    data = config.data
+    identity = {"dataset": data.dataset, "path": data.path, "options": data.options, "resolution": data.resolution}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    if data.path:
+        source_type, source = "local", json.dumps({"uri": str(Path(data.path).resolve())})
+    else:  # built in (procedural, embedded): the registry name is the source
+        source_type, source = "code", json.dumps({"tags": {"hasten.dataset": data.dataset}})
+    info = getattr(state.data, "info", None)
+    profile = {"train_samples": getattr(info, "train_size", None), "num_classes": getattr(info, "num_classes", None),
+               "resolution": data.resolution}
+    return {"name": data.dataset, "digest": digest, "source_type": source_type, "source": source,
+            "profile": json.dumps(profile), "context": "train"}
+
+
+class SystemMetrics:
+    """MLflow's system-metrics monitor for the run, started once the run is open."""
+
+    def __init__(self, sender: Sender, uri: str) -> None:
+        self.monitor: Any = None
+        self.uri = uri
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._start, args=(sender,), name="hasten-system-metrics", daemon=True)
+        self.thread.start()
+
+    def _start(self, sender: Sender) -> None:
+        while sender.run_id is None and not self.stopped.wait(0.2):
+            pass
+        if sender.run_id is None:
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self.monitor = SystemMetricsMonitor(sender.run_id, tracking_uri=self.uri)
+        self.monitor.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+        if self.monitor is not None:
+            self.monitor.finish()
+
+
+class RunType(Plugin):
+    """Marks the runs a command drives (``Trainer(..., extra_builtins=[RunType("compare")])``):
+    sets ``state.run_type``, which tracking tags ``hasten.run_type``."""
+
+    name = "run_type"
+
+    def __init__(self, run_type: str) -> None:
+        super().__init__()
+        self.run_type = run_type
+
+    @hookimpl(tryfirst=True)
+    def hasten_setup(self, state: State) -> None:
+        state.run_type = self.run_type
+
+
 # ---------------------------------------------------------------- the sender
 class Sender:
     """Sends queued operations to MLflow, in order, retrying until they succeed.
@@ -152,6 +259,7 @@ class Sender:
     def __init__(self, uri: str, *, background: bool = True, on_open: Any = None) -> None:
         self.uri = uri
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
         self.on_open = on_open
         self.pending: collections.deque[Op] = collections.deque()
         self.incoming: queue.Queue[Any] = queue.Queue()
@@ -313,6 +421,12 @@ class Sender:
         elif kind == "artifact":
             assert self.run_id is not None
             self.client.log_artifact(self.run_id, op["path"], op.get("artifact_path"))
+        elif kind == "inputs":
+            assert self.run_id is not None
+            self._log_dataset(op["dataset"])
+        elif kind == "model":
+            assert self.run_id is not None
+            self._log_model(op)
         elif kind == "end":
             assert self.run_id is not None
             self.client.set_terminated(self.run_id, op["status"])
@@ -347,11 +461,45 @@ class Sender:
                         raise
             if experiment is not None:
                 experiment_id = experiment.experiment_id
+            experiment = client.get_experiment(experiment_id)
+            if EXPERIMENT_KIND_TAG not in experiment.tags:  # MLflow's UI shows the training views
+                client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             run = client.create_run(experiment_id, run_name=op.get("run_name"), tags=op.get("tags") or {})
             run_id = run.info.run_id
         self.run_id = run_id
+        self.experiment_id = run.info.experiment_id
         if self.on_open is not None:
             self.on_open(run_id)
+
+    def _log_dataset(self, dataset: dict[str, Any]) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        entity = Dataset(dataset["name"], dataset["digest"], dataset["source_type"], dataset["source"],
+                         profile=dataset.get("profile"))
+        context = InputTag("mlflow.data.context", dataset.get("context", "train"))
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(entity, tags=[context])])
+
+    def _log_model(self, op: Op) -> None:
+        """The trained model as an MLflow logged model, an output of the run
+        (its weights are the run's ``weights.pt`` artifact)."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+        assert self.run_id is not None
+        experiment_id = self.experiment_id or self.client.get_run(self.run_id).info.experiment_id
+        model = self.client.create_logged_model(
+            experiment_id, name=op["name"], source_run_id=self.run_id, params=op.get("params") or {},
+            model_type=op.get("model_type"), tags={"hasten.weights": f"runs:/{self.run_id}/weights.pt"},
+        )
+        self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, int(op.get("step", 0)))])
+
+    def wait_open(self, timeout: float) -> bool:
+        """Wait until the run is open, a send failed or ``timeout`` passed
+        (the start banner names the run id when MLflow answers quickly)."""
+        deadline = time.monotonic() + timeout
+        while self.run_id is None and self.failures == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.run_id is not None
 
     def _send_metrics(self, rows: list[list[Any]]) -> None:
         from mlflow.entities import Metric
@@ -394,6 +542,15 @@ class Tracking(Plugin):
         self.run_id: str | None = None  # from a checkpoint when resuming
         self.history: dict[str, list[tuple[int, float]]] = collections.defaultdict(list)
         self.run_dir = Path(".")
+        self.system_monitor: SystemMetrics | None = None
+        if config.tracking.system_metrics:
+            try:
+                import psutil  # noqa: F401 - MLflow's system metrics read it
+            except ImportError:
+                raise UserError(
+                    "tracking.system_metrics: MLflow's system metrics need psutil (pip install psutil), "
+                    "or set tracking.system_metrics: false"
+                ) from None
 
     # -- lifecycle
     @hookimpl
@@ -444,11 +601,7 @@ class Tracking(Plugin):
 
         self.sender = Sender(self.uri, background=self.config.tracking.asynchronous, on_open=self._opened)
         state.scratch["tracking"] = {"uri": self.uri, "run_id": self.run_id, "sender": self.sender}
-        tags = {"hasten.run_dir": str(self.run_dir.resolve()), **self.config.tracking.tags}
-        commit = git_commit()
-        if commit is not None:
-            tags["mlflow.source.git.commit"] = commit[0]
-            tags["git.dirty"] = str(commit[1]).lower()
+        tags = {**run_tags(self.config, state, self.run_dir), **self.config.tracking.tags}
         self.sender.put(
             {
                 "op": "open",
@@ -459,11 +612,27 @@ class Tracking(Plugin):
                 "tags": {},
             }
         )
+        if self.config.tracking.system_metrics:
+            self.system_monitor = SystemMetrics(self.sender, self.uri)
         self.sender.put({"op": "tags", "tags": tags})
         params = run_params(self.config)
         params["run.world_size"] = str(state.world_size)
         params["run.total_steps"] = str(state.total_steps)
         self.sender.put({"op": "params", "params": params})
+        if state.step == 0:  # a resumed run logged its inputs already
+            self.sender.put({"op": "inputs", "dataset": dataset_input(self.config, state)})
+        # The run id for the start banner. A local store always opens (its first
+        # use creates the tables, seconds); a server that does not answer within
+        # OPEN_WAIT seconds costs no more than that (the summary names the id).
+        info = state.scratch["tracking"]
+        info["experiment"] = self.config.tracking.experiment
+        local = not self.uri.startswith(("http://", "https://", "databricks"))
+        wait = self.config.tracking.flush_timeout if local else min(OPEN_WAIT, self.config.tracking.flush_timeout)
+        if state.config.run.progress and self.sender.wait_open(wait):
+            info["run_id"] = self.sender.run_id
+            info["view"] = ui_hint(self.uri, self.sender.experiment_id, self.sender.run_id)
+        elif self.sender.last_error:
+            info["error"] = self.sender.last_error
 
     def _opened(self, run_id: str) -> None:
         # Runs on the sender's thread once MLflow accepted the run.
@@ -498,9 +667,15 @@ class Tracking(Plugin):
         sender = self.sender
         if sender is None:
             return
+        if self.system_monitor is not None:
+            self.system_monitor.stop()
         if self.config.tracking.artifacts:
             for path, artifact_path in self._write_artifacts(state):
                 sender.put({"op": "artifact", "path": str(path), "artifact_path": artifact_path})
+            model = self.config.model
+            sender.put({"op": "model", "name": model.name, "model_type": f"hasten/{self.config.task.name}",
+                        "params": {f"options.{k}": _param_value(v) for k, v in model.options.items()},
+                        "step": max(state.step - 1, 0)})
         # A stop at the last step (e.g. non-finite final weights) is a stop, not a finished run.
         finished = (state.stop_reason is None and state.step >= state.total_steps) or (
             state.should_stop is not None and state.stop_reason == state.should_stop

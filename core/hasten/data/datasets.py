@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from hasten.errors import UserError
+from hasten.errors import UserError, did_you_mean
 
 SPLITS = ("train", "val", "unlabeled")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -189,7 +189,9 @@ def split_labeled(
 
 def check_split(dataset: str, split: str) -> None:
     if split not in SPLITS:
-        raise UserError(f"dataset {dataset!r}: unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+        raise UserError(
+            f"dataset {dataset!r}: unknown split {split!r}{did_you_mean(split, SPLITS)}; allowed: {', '.join(SPLITS)}"
+        )
 
 
 def resize_square_uint8(images: Tensor, resolution: int, chunk: int = 1024) -> Tensor:

@@ -46,7 +46,8 @@ class Task:
         try:
             self.options: Any = self.Options.model_validate(config.task.options)
         except ValidationError as exc:
-            raise UserError(format_validation_error(exc, config.task.options, prefix="task.options")) from None
+            message = format_validation_error(exc, config.task.options, prefix="task.options", model=self.Options)
+            raise UserError(message) from None
         self.model: nn.Module = nn.Identity()
 
     # -- hooks' defaults
