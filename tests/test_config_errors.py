@@ -198,14 +198,10 @@ def test_install_hint_only_names_a_published_plugin(name):
 
 
 def test_task_option_typo_lists_the_tasks_options(tmp_path):
-    from hasten.engine import Trainer
-
-    config = validate_config(
-        tiny_config_dict(tmp_path, task={"name": "ssl", "options": {"metod": "simsiam"}})
-    )
+    # refused when the config is validated, before any Trainer is built
     with pytest.raises(UserError, match=r"task\.options\.metod: unknown key in task\.options "
                        r"\(did you mean 'method'\?\); allowed: .*method"):
-        Trainer(config)
+        validate_config(tiny_config_dict(tmp_path, task={"name": "ssl", "options": {"metod": "simsiam"}}))
 
 
 @pytest.mark.parametrize(
@@ -223,8 +219,6 @@ def test_unknown_component_name_suggests_the_registered_one(tmp_path, section, v
 
 
 def test_unknown_model_option_suggests_the_option(tmp_path):
-    from hasten.engine import Trainer
-
-    config = validate_config(tiny_config_dict(tmp_path, model={"options": {"widht": 8}}))
-    with pytest.raises(UserError, match=r"unknown option 'widht' \(did you mean 'width'\?\)"):
-        Trainer(config)
+    with pytest.raises(UserError, match=r"model\.options\.widht: unknown key in model\.options "
+                       r"\(did you mean 'width'\?\); allowed: blocks, stem_stride, width"):
+        validate_config(tiny_config_dict(tmp_path, model={"options": {"widht": 8}}))
