@@ -136,7 +136,8 @@ def test_plugin_dataset_options_are_validated_and_listed(
             tmp_path, data={"dataset": "noise_test", "options": {"sise": 32}}, plugins=plugin))
         with pytest.raises(hasten.UserError) as error:
             Trainer(config)
-        assert "data.options.sise: unknown key in data.options (did you mean 'size'?); allowed: channels, size" in str(error.value)
+        assert ("data.options.sise: unknown key in data.options (did you mean 'size'?); allowed: channels, size"
+                in str(error.value))
         assert not (tmp_path / "run").exists()
         config = validate_config(tiny_config_dict(
             tmp_path, data={"dataset": "noise_test", "options": {"size": 32, "channels": 1}}, plugins=plugin,
