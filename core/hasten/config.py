@@ -235,8 +235,9 @@ class Config(Section):
     def plugin_settings(self, name: str) -> dict[str, Any]:
         return dict(self.plugins.get(name) or {})
 
-    def flat(self) -> dict[str, Any]:
-        """Dotted-key view of the resolved config (MLflow params)."""
+    def flat(self, exclude_defaults: bool = False) -> dict[str, Any]:
+        """Dotted-key view of the resolved config (MLflow params); ``exclude_defaults``: only the values
+        set away from their defaults."""
         out: dict[str, Any] = {}
 
         def walk(prefix: str, value: Any) -> None:
@@ -246,7 +247,7 @@ class Config(Section):
             else:
                 out[prefix] = value
 
-        walk("", self.model_dump(mode="json"))
+        walk("", self.model_dump(mode="json", exclude_defaults=exclude_defaults))
         return out
 
 

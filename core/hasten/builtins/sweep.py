@@ -102,16 +102,7 @@ def recipe_hash(config: Config) -> str:
     length included), without the seed and the keys that only name, place or display a run
     (:data:`NOT_THE_RECIPE`). Only non-default values count, so a setting added to hasten later, with a
     default, leaves the hashes of earlier sweeps, and so their records, valid."""
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict) and value:
-            for key, item in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), item)
-        else:
-            flat[prefix] = value
-
-    walk("", config.model_dump(mode="json", exclude_defaults=True))
+    flat = config.flat(exclude_defaults=True)
     kept = {
         key: value for key, value in flat.items()
         if not any(key == skip or key.startswith(skip + ".") for skip in NOT_THE_RECIPE)
@@ -320,7 +311,7 @@ def run_one(entry: SweepConfig, budget: float, seed: int, out: Path) -> SweepRec
         wall_time=result.wall_time - clock.seconds,
         images_loaded=float(state.images_loaded * state.world_size),
         run_id=info.get("run_id"),
-        tracking_uri=resolve_uri(config.tracking.uri),
+        tracking_uri=portable_uri(resolve_uri(config.tracking.uri)),
         trainset_acc1=metrics.get("trainset/acc1"),
         trainset_loss=metrics.get("trainset/loss"),
         metrics={k: v for k, v in metrics.items() if k.startswith(("val/", "trainset/", "knn/"))},
@@ -330,6 +321,19 @@ def run_one(entry: SweepConfig, budget: float, seed: int, out: Path) -> SweepRec
     )
     write_record(record_path(out, entry.label, entry.config_hash, budget, seed), record)
     return record
+
+
+def portable_uri(uri: str) -> str:
+    """A local SQLite URI relative to the working directory when the file lies below it (records are
+    committed: they must not name one machine's folders)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        path = Path(uri[len(prefix):])
+        try:
+            return prefix + str(path.resolve().relative_to(Path.cwd().resolve()))
+        except ValueError:
+            return uri
+    return uri
 
 
 def record_from_mlflow(run: Any, entry: SweepConfig, budget: float, seed: int, uri: str) -> SweepRecord | None:
@@ -343,7 +347,8 @@ def record_from_mlflow(run: Any, entry: SweepConfig, budget: float, seed: int, u
         steps=int(float(run.data.params.get("run.total_steps", 0))), metric=metric, value=float(data[metric]),
         train_flops=float(data["flops/total"]) - float(data.get(EVAL_FLOPS, 0.0)),
         wall_time=float(data.get("time/elapsed", math.nan)) - float(data.get(EVAL_SECONDS, 0.0)),
-        images_loaded=float(data.get("train/images_loaded", math.nan)), run_id=run.info.run_id, tracking_uri=uri,
+        images_loaded=float(data.get("train/images_loaded", math.nan)), run_id=run.info.run_id,
+        tracking_uri=portable_uri(uri),
         trainset_acc1=data.get("trainset/acc1"), trainset_loss=data.get("trainset/loss"),
         metrics={k: float(v) for k, v in data.items() if k.startswith(("val/", "trainset/", "knn/"))},
         finished_at="(from MLflow)",
