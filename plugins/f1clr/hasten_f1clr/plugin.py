@@ -68,7 +68,8 @@ class F1CLR(hasten.Plugin):
         self.warmup_steps = 0
         self.total_steps = 0
 
-    @hasten.hookimpl
+    # tryfirst: the LR schedule's owner publishes state.warmup_steps before any other plugin's set-up
+    @hasten.hookimpl(tryfirst=True)
     def hasten_setup(self, state: hasten.State) -> None:
         s = self.settings
         key = next(k for k in WARMUP_KEYS if getattr(s, k) is not None)

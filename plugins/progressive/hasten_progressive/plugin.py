@@ -152,17 +152,8 @@ class Progressive(hasten.Plugin):
         count = num_stages(s.min_resolution, self.max_resolution, s.resolution_step)
         resolutions = [s.min_resolution + k * s.resolution_step for k in range(count)]
         check_model_resolutions(state.model, resolutions, s, self.max_resolution)
-        if s.warmup_steps is not None:
-            self._build(state)  # an explicit warm-up is checked against the run length right away
-        else:
-            self.resolutions = self.magnitudes = None
-
-    @hasten.hookimpl
-    def hasten_fit_start(self, state: hasten.State) -> None:
-        # The LR schedule's owner publishes state.warmup_steps in its hasten_setup, and
-        # plugins set up in config order: only now is it final whatever the order.
-        if self.resolutions is None or self.settings.warmup_steps is None:
-            self._build(state)
+        # state.warmup_steps is final here: the LR schedule's owner publishes it in a tryfirst set-up
+        self._build(state)
 
     def _build(self, state: hasten.State) -> None:
         s = self.settings
@@ -185,8 +176,6 @@ class Progressive(hasten.Plugin):
     # --------------------------------------------------------------- per step
     @hasten.hookimpl
     def hasten_step_start(self, state: hasten.State) -> None:
-        if self.resolutions is None:  # a caller that skips hasten_fit_start (e.g. a planner)
-            self._build(state)
         assert self.resolutions is not None and self.magnitudes is not None
         step = min(state.step, len(self.resolutions) - 1)
         state.resolution = self.resolutions[step]
