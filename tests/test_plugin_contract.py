@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -23,7 +23,7 @@ class Recorder(hasten.Plugin):
     """Records, in a list shared by every instance, which plugin ran which hook."""
 
     name = "recorder_a"
-    calls: list[tuple[str, str]] = []
+    calls: ClassVar[list[tuple[str, str]]] = []
 
     @hasten.hookimpl
     def hasten_setup(self, state: hasten.State) -> None:
@@ -174,3 +174,30 @@ def test_hook_trace_switch(tmp_path: Path) -> None:
     quiet = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120,
                            check=True)
     assert not [line for line in quiet.stderr.splitlines() if line.startswith("hook ")]
+
+
+# ------------------------------------------------------------------ import boundaries
+def hasten_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every import of a hasten module in ``path`` (``from hasten.x import y`` -> hasten.x)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names if alias.name.split(".")[0] == "hasten"]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.split(".")[0] == "hasten":
+                found.append((node.lineno, node.module))
+    return found
+
+
+def test_data_layer_knows_no_task_plugin_or_state() -> None:
+    """core/hasten/data/ decodes, samples and augments: it imports no task, built-in plugin or run state."""
+    forbidden = ("hasten.tasks", "hasten.builtins", "hasten.state", "hasten.engine", "hasten.plugins")
+    files = sorted((REPO / "core" / "hasten" / "data").glob("*.py"))
+    assert len(files) >= 9
+    offenders = [
+        f"{path.relative_to(REPO)}:{line} imports {module}"
+        for path in files
+        for line, module in hasten_imports(path)
+        if module == "hasten" or module.startswith(forbidden)
+    ]
+    assert offenders == []

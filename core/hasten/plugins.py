@@ -195,6 +195,12 @@ class PluginSet:
     def get(self, name: str) -> Plugin | None:
         return next((p for p in self.enabled if p.name == name), None)
 
+    def implemented_by_plugins(self, hook: str) -> list[str]:
+        """The enabled plugins (not built-ins) implementing ``hook``, in call order."""
+        names = {p.name for p in self.enabled}
+        impls = getattr(self.manager.hook, hook).get_hookimpls()
+        return [impl.plugin_name for impl in reversed(impls) if impl.plugin_name in names]
+
     @classmethod
     def build(cls, config: Config, builtins: Iterable[object] = ()) -> PluginSet:
         """Validate ``config.plugins`` and register built-ins and plugins.

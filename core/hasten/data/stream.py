@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from hasten.state import Batch
+from hasten.batch import Batch
 
 
 def epoch_permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:

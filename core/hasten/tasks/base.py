@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 from hasten.config import Config, format_validation_error
-from hasten.data.augment import AugmentPolicy
+from hasten.data.augment import AugmentPolicy, ViewSpec
 from hasten.errors import UserError
 
 if TYPE_CHECKING:
@@ -51,6 +51,17 @@ class Task:
 
     def forward(self, state: State, batch: Batch, model: nn.Module) -> StepOutput:
         raise NotImplementedError
+
+    def loader_views(self) -> ViewSpec | None:
+        """The views a loader that augments itself (DALI) may make for this task, or ``None``.
+
+        A task whose :meth:`views` are ``num_views`` independent draws of one
+        policy declares them here; the engine hands them to the stream unless
+        a plugin implements ``hasten_views``, and then skips :meth:`views`.
+        Tasks whose views need more (depth: the depth map follows the crop)
+        keep the default ``None`` and get ``batch.images``.
+        """
+        return None
 
     def evaluate(self, state: State) -> dict[str, float]:
         return {}

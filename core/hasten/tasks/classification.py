@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from hasten.config import Config
-from hasten.data.augment import augment_batch, eval_batch
+from hasten.data.augment import ViewSpec, augment_batch, eval_batch
 from hasten.data.stream import DataInfo
 from hasten.errors import UserError
 from hasten.models import build_model
@@ -56,6 +56,11 @@ class ClassificationTask(Task):
                 self.info.std,
             )
         ]
+
+    def loader_views(self) -> ViewSpec | None:
+        if self.vector_data:
+            return None
+        return ViewSpec(self.policy, 1, tuple(self.info.mean), tuple(self.info.std))
 
     def sample_losses(self, model: nn.Module, inputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         return F.cross_entropy(model(inputs), batch.labels, reduction="none")
