@@ -14,8 +14,7 @@ import torch.nn.functional as F
 
 import hasten
 from hasten.config import validate_config
-from hasten.data.augment import AugmentPolicy
-from hasten.data.augment import ViewSpec
+from hasten.data.augment import AugmentPolicy, ViewSpec
 from hasten.data.dali import DaliLoader, dali_device, require_dali
 from hasten.data.module import DataModule
 from hasten.data.stream import StepBatchSampler

@@ -201,3 +201,25 @@ def test_data_layer_knows_no_task_plugin_or_state() -> None:
         if module == "hasten" or module.startswith(forbidden)
     ]
     assert offenders == []
+
+
+def test_plugins_use_only_the_declared_api() -> None:
+    """Every plugin file imports from hasten only ``hasten.api`` (or uses top-level names that it declares)."""
+    import hasten.api
+
+    declared = set(hasten.api.__all__)
+    files = sorted((REPO / "plugins").glob("*/hasten_*/*.py"))
+    assert len({path.parts[-3] for path in files}) == 6
+    offenders = []
+    for path in files:
+        where = path.relative_to(REPO)
+        offenders += [f"{where}:{line} imports {module}" for line, module in hasten_imports(path)
+                      if module not in ("hasten", "hasten.api")]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "hasten":
+                offenders += [f"{where}:{node.lineno} imports hasten.{a.name}" for a in node.names
+                              if a.name not in declared]
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "hasten":
+                if node.attr not in declared:
+                    offenders.append(f"{where}:{node.lineno} uses hasten.{node.attr}")
+    assert offenders == []

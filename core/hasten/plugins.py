@@ -19,7 +19,7 @@ import inspect
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -284,14 +284,14 @@ TRACE_VARIABLE = "HASTEN_TRACE_HOOKS"
 
 
 def _trace_calls(manager: pluggy.PluginManager) -> None:
-    def before(hook_name: str, hook_impls: Any, kwargs: dict[str, Any]) -> None:
+    def before(hook_name: str, hook_impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         # pluggy calls the implementations from the end of the list
         order = " > ".join(impl.plugin_name for impl in reversed(hook_impls))
         step = getattr(kwargs.get("state"), "step", None)
         where = f" step {step}" if step is not None else ""
         print(f"hook {hook_name}{where}: {order or '(none)'}", file=sys.stderr, flush=True)
 
-    def after(outcome: Any, hook_name: str, hook_impls: Any, kwargs: dict[str, Any]) -> None:
+    def after(outcome: Any, hook_name: str, hook_impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         pass
 
     manager.add_hookcall_monitoring(before, after)

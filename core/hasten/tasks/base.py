@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 import torch.distributed as dist
@@ -80,10 +80,6 @@ class Task:
     def load_state_dict(self, blob: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
 
-    def sample_losses(self, model: nn.Module, inputs: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """Per-sample losses of ``inputs`` (selection scoring); no reduction."""
-        raise UserError(f"task {self.name!r} has no per-sample loss; selection needs task.name: classification")
-
     def forward_flops_per_sample(self, accountant: FlopAccountant, resolution: int) -> float:
         """Forward FLOPs of one training sample (all its views) at ``resolution``."""
         return self.num_views * accountant.forward_per_sample(self.model, self.input_shape(resolution))
@@ -109,6 +105,33 @@ class Task:
             if getattr(aug, k) is not None
         }
         return dataclasses.replace(policy, **changes) if changes else policy
+
+
+@runtime_checkable
+class PerSampleLosses(Protocol):
+    """A task that can score samples one by one (Fast Online Minibatch Selection ranks them)."""
+
+    def sample_losses(self, model: nn.Module, inputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Per-sample losses (N,) of ``inputs``, no reduction; the caller holds no_grad and the model's mode."""
+        ...
+
+
+@runtime_checkable
+class PairScoring(Protocol):
+    """A task that trains on pairs of views and can score every pair of m views (Hard Augment mines them)."""
+
+    def augment_views(self, state: State, images: torch.Tensor, count: int) -> torch.Tensor:
+        """``count`` independent augmentations of every image: (count, N, C, r, r)."""
+        ...
+
+    def score_pairs(self, state: State, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Losses (N, C(m, 2)) of all pairs of ``views`` (m, N, C, r, r) and the targets, without gradient
+        and without changing any model state."""
+        ...
+
+    def scoring_flops_per_view(self, accountant: FlopAccountant, resolution: int) -> float:
+        """Forward FLOPs of scoring one view at ``resolution``."""
+        ...
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ from hasten.data.augment import ViewSpec, augment_batch, eval_batch
 from hasten.data.stream import DataInfo
 from hasten.errors import UserError
 from hasten.models import build_model
+from hasten.models.common import model_unchanged
 from hasten.registry import REGISTRY
 from hasten.state import Batch, State, StepOutput
 from hasten.tasks.base import Task, all_reduce_sum
@@ -75,30 +76,28 @@ class ClassificationTask(Task):
     @torch.no_grad()
     def evaluate(self, state: State) -> dict[str, float]:
         model = self.model
-        was_training = model.training
-        model.eval()
-        totals = torch.zeros(4, dtype=torch.float64, device=state.device)  # n, loss, top1, top5
-        k = min(5, self.info.num_classes)
-        for i, batch in enumerate(state.data.val_batches(self.config.eval.batch_size)):
-            if self.config.eval.max_batches is not None and i >= self.config.eval.max_batches:
-                break
-            images = batch.images.to(state.device)
-            labels = batch.labels.to(state.device)
-            inputs = images.float() if images.dim() != 4 else eval_batch(
-                images, state.max_resolution, self.info.mean, self.info.std
-            )
-            logits = model(inputs).float()
-            topk = logits.topk(k, dim=1).indices
-            hits = topk.eq(labels[:, None])
-            totals += torch.stack(
-                [
-                    torch.tensor(float(labels.numel()), device=state.device, dtype=torch.float64),
-                    F.cross_entropy(logits, labels, reduction="sum").double(),
-                    hits[:, 0].sum().double(),
-                    hits.any(dim=1).sum().double(),
-                ]
-            )
-        model.train(was_training)
+        with model_unchanged(model):
+            totals = torch.zeros(4, dtype=torch.float64, device=state.device)  # n, loss, top1, top5
+            k = min(5, self.info.num_classes)
+            for i, batch in enumerate(state.data.val_batches(self.config.eval.batch_size)):
+                if self.config.eval.max_batches is not None and i >= self.config.eval.max_batches:
+                    break
+                images = batch.images.to(state.device)
+                labels = batch.labels.to(state.device)
+                inputs = images.float() if images.dim() != 4 else eval_batch(
+                    images, state.max_resolution, self.info.mean, self.info.std
+                )
+                logits = model(inputs).float()
+                topk = logits.topk(k, dim=1).indices
+                hits = topk.eq(labels[:, None])
+                totals += torch.stack(
+                    [
+                        torch.tensor(float(labels.numel()), device=state.device, dtype=torch.float64),
+                        F.cross_entropy(logits, labels, reduction="sum").double(),
+                        hits[:, 0].sum().double(),
+                        hits.any(dim=1).sum().double(),
+                    ]
+                )
         n, loss, top1, top5 = all_reduce_sum(totals).tolist()
         n = max(n, 1.0)
         return {"val/loss": loss / n, "val/acc1": top1 / n, f"val/acc{k}": top5 / n} if k != 1 else {

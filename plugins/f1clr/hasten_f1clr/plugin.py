@@ -103,7 +103,7 @@ class F1CLR(hasten.Plugin):
     @hasten.hookimpl
     def hasten_add_commands(subparsers: Any) -> None:
         """Add ``hasten lr-find CONFIG``: the LR range test."""
-        from hasten.cli import add_config_arguments
+        from hasten.api import add_config_arguments
 
         parser: argparse.ArgumentParser = subparsers.add_parser(
             "lr-find",

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 import hasten
-from hasten.models import check_resolution
+from hasten.api import check_resolution
 from hasten_progressive.schedules import check_arguments, check_resolutions, magnitude_at, num_stages, resolution_at
 
 KEY = "plugins.progressive"

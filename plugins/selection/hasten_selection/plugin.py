@@ -28,10 +28,15 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import hasten
-from hasten.config import Config
-from hasten.data.augment import resize_batch
-from hasten.models import check_resolution
-from hasten.tasks.base import Task
+from hasten.api import (
+    BufferSnapshot,
+    Config,
+    PerSampleLosses,
+    check_resolution,
+    legal_resolution,
+    model_unchanged,
+    resize_batch,
+)
 from hasten_selection.select import select
 
 #: the research's selection resolution for 224 px training (METHODS.md section 5)
@@ -99,12 +104,11 @@ class Selection(hasten.Plugin):
         self.num_candidates = 0
         self._fixed_resolution: int | None = None
         self._resolutions: dict[int, int] = {}
-        self._patch = 1
-        self._min_resolution = 1
+        self._model: torch.nn.Module | None = None
+        self._task: PerSampleLosses | None = None
         self._autocast: Any = None
         self._channels_last = False
-        self._buffers: list[torch.Tensor] = []
-        self._saved: list[torch.Tensor] = []
+        self._snapshot: BufferSnapshot | None = None
         # Diagnostics of the last selection step, kept on the device until a logging step.
         self._last_step = -1
         self._candidate_losses: torch.Tensor | None = None
@@ -126,15 +130,15 @@ class Selection(hasten.Plugin):
     @hasten.hookimpl
     def hasten_setup(self, state: hasten.State) -> None:
         settings = self.settings
-        if type(state.task).sample_losses is Task.sample_losses:
+        if not isinstance(state.task, PerSampleLosses):
             raise hasten.UserError(
                 f"plugins.selection: task {state.task.name!r} has no per-sample loss to rank; "
                 "selection works with task.name: classification"
             )
         state.scratch[self.name] = self  # diagnostics and tests read the plugin's last selection here
         self.num_candidates = round(settings.candidate_ratio * state.batch_size)
-        self._patch = int(getattr(state.model, "patch_size", 1) or 1)
-        self._min_resolution = max(1, int(getattr(state.model, "min_resolution", 1)))
+        self._model = state.model
+        self._task = state.task
         if settings.selection_resolution is not None:
             check_resolution(state.model, settings.selection_resolution, "plugins.selection.selection_resolution")
             self._fixed_resolution = settings.selection_resolution
@@ -146,8 +150,7 @@ class Selection(hasten.Plugin):
         self._channels_last = config.run.channels_last and state.device.type == "cuda"
         self._quantiles = torch.tensor(_QUANTILES, device=state.device)
         if settings.scoring_mode == "train_restore":
-            self._buffers = list(state.model.buffers())
-            self._saved = [b.detach().clone() for b in self._buffers]
+            self._snapshot = BufferSnapshot(state.model)
         if state.is_main and settings.strategy != "uniform":
             print(
                 f"selection: {settings.strategy} beta={settings.beta}, {self.num_candidates} candidates for "
@@ -162,11 +165,9 @@ class Selection(hasten.Plugin):
         return f"{self.settings.selection_ratio} x the training resolution"
 
     def _legal(self, resolution: int) -> int:
-        """The nearest side the model accepts: a multiple of the patch size (ViT), >= its minimum."""
-        patch = self._patch
-        legal = max(patch, round(resolution / patch) * patch)
-        minimum = -(-self._min_resolution // patch) * patch
-        return max(legal, minimum)
+        """The nearest side the model accepts (a multiple of the ViT patch size, at least its minimum)."""
+        assert self._model is not None
+        return legal_resolution(self._model, resolution)
 
     def scoring_resolution(self, training_resolution: int) -> int:
         """r_hat for a step trained at ``training_resolution`` (never above it)."""
@@ -225,24 +226,12 @@ class Selection(hasten.Plugin):
         snapshot: PyTorch updates running statistics in train mode even under
         no_grad. The unwrapped ``state.model`` is used, so DDP hooks never run.
         """
-        model = state.model
+        task = self._task
+        assert task is not None
         autocast: AbstractContextManager[Any] = self._autocast() if self._autocast is not None else nullcontext()
-        with torch.no_grad(), autocast:
-            if self.settings.scoring_mode == "eval":
-                was_training = model.training
-                model.eval()
-                try:
-                    losses = state.task.sample_losses(model, inputs, batch)
-                finally:
-                    model.train(was_training)
-            else:
-                for saved, buffer in zip(self._saved, self._buffers, strict=True):
-                    saved.copy_(buffer)
-                try:
-                    losses = state.task.sample_losses(model, inputs, batch)
-                finally:
-                    for saved, buffer in zip(self._saved, self._buffers, strict=True):
-                        buffer.copy_(saved)
+        train = self.settings.scoring_mode == "train_restore"
+        with model_unchanged(state.model, train=train, buffers=self._snapshot if train else None) as model, autocast:
+            losses = task.sample_losses(model, inputs, batch)
         return losses.float()
 
     # ------------------------------------------------------------ diagnostics

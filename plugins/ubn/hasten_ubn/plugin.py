@@ -15,9 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 import hasten
-from hasten.config import Config
-from hasten.errors import UserError
-from hasten.state import Batch, State, StepOutput
+from hasten.api import Batch, Config, State, StepOutput, UserError
 from hasten_ubn.ubn import UBNModel, find_batchnorm
 
 
