@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import math
 from array import array
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 import hasten
 from hasten.api import check_resolution
-from hasten_progressive.schedules import check_arguments, check_resolutions, magnitude_at, num_stages, resolution_at
+from hasten_progressive.schedules import (
+    Mode,
+    check_arguments,
+    check_resolutions,
+    magnitude_at,
+    num_stages,
+    resolution_at,
+)
 
 KEY = "plugins.progressive"
 
@@ -28,7 +35,7 @@ class ProgressiveSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["super", "classic"] = Field(
+    mode: Mode = Field(
         "super",
         description="super: full resolution during the LR warm-up, then r_min rising to r_max; "
         "classic: Progressive Learning, r_min rising to r_max from step 0",

@@ -37,7 +37,7 @@ from hasten.api import (
     model_unchanged,
     resize_batch,
 )
-from hasten_selection.select import select
+from hasten_selection.select import Strategy, select
 
 #: the research's selection resolution for 224 px training (METHODS.md section 5)
 DEFAULT_SELECTION_FRACTION = 96 / 224
@@ -65,7 +65,7 @@ class SelectionSettings(BaseModel):
         "(follows a resolution schedule); instead of selection_resolution",
     )
     warmup_steps: int = Field(0, ge=0, description="uniform sampling for the first steps (no selection)")
-    strategy: Literal["probabilistic", "greedy", "uniform"] = Field(
+    strategy: Strategy = Field(
         "probabilistic",
         description="probabilistic = eq. 4.4 sampled without replacement; greedy = the b highest losses; "
         "uniform = selection off (plain b-sample batches), for ablations",

@@ -10,18 +10,17 @@ model input is ``views[0]`` (classification, depth).
 from __future__ import annotations
 
 import argparse
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 import hasten
 from hasten.api import Batch, Config, State, StepOutput, UserError
-from hasten_ubn.ubn import UBNModel, find_batchnorm
+from hasten_ubn.ubn import Mode, UBNModel, find_batchnorm
 
 
 class UBNSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    mode: Literal["two_step", "joint"] = Field(
+    mode: Mode = Field(
         "two_step",
         description="two_step: no-grad forward of [labeled; unlabeled] records BN statistics, then the labeled "
         "forward-backward uses them (the research's method); joint: one forward of the concatenation, "

@@ -28,7 +28,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -179,6 +179,10 @@ def joint_forward(model: nn.Module, labeled: Tensor, unlabeled: Tensor, others: 
     return slice_rows(output, num_labeled)
 
 
+#: the two UBN forwards (``plugins.ubn.mode``)
+Mode = Literal["two_step", "joint"]
+
+
 class UBNModel(nn.Module):
     """Wraps a model so that ``wrapper(x)`` is the UBN forward of the labeled inputs ``x`` with the
     unlabeled inputs set by :meth:`set_unlabeled` for this step. Hand it to a task's ``forward`` in
@@ -186,8 +190,8 @@ class UBNModel(nn.Module):
 
     def __init__(self, model: nn.Module, mode: str, selected: Layers, others: Layers) -> None:
         super().__init__()
-        if mode not in ("two_step", "joint"):
-            raise ValueError(f"mode must be two_step or joint, got {mode!r}")
+        if mode not in get_args(Mode):
+            raise ValueError(f"mode must be one of {', '.join(get_args(Mode))}, got {mode!r}")
         self.inner = model
         self.mode = mode
         # Plain lists (not submodules): the layers belong to ``inner``.
