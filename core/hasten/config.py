@@ -120,7 +120,7 @@ class OptimConfig(Section):
 
 
 class ScheduleConfig(Section):
-    """Core LR schedules, the baselines of METHODS.md section 2."""
+    """Core LR schedules, the baselines of docs/methods.md section 2."""
 
     #: a registered schedule: constant, cosine, warmup_cosine (plugins may add more)
     name: str = "cosine"

@@ -1,4 +1,4 @@
-"""``hasten compare RUN_OR_CONFIG...``: cost to equal accuracy, as METHODS.md reports it.
+"""``hasten compare RUN_OR_CONFIG...``: cost to equal accuracy, as docs/methods.md reports it.
 
 Each argument is a config file (trained now, one after another, with
 tracking on) or an MLflow run id (read from ``--uri``, default the tracking

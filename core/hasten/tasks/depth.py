@@ -1,4 +1,4 @@
-"""Dense monocular depth regression (METHODS.md section 1, the UBN depth experiment).
+"""Dense monocular depth regression (docs/methods.md section 1, the UBN depth experiment).
 
 Data: images plus a per-pixel depth map in metres in ``batch.extras["depth"]``
 ((N, 1, H, W), 0 = no measurement, e.g. pixels without a projected Velodyne

@@ -1,4 +1,4 @@
-"""The LR range test (``hasten lr-find``), used to pick F1-CLR's ``max_lr`` (METHODS.md section 2).
+"""The LR range test (``hasten lr-find``), used to pick F1-CLR's ``max_lr`` (docs/methods.md section 2).
 
 A throw-away copy of the run trains for ``steps`` steps while the LR grows
 exponentially, ``lr_t = lr_min * (lr_max / lr_min) ** (t / (steps - 1))``

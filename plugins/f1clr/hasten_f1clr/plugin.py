@@ -57,7 +57,7 @@ class F1CLRSettings(BaseModel):
 
 
 class F1CLR(hasten.Plugin):
-    """Fixed 1-cycle LR schedule with anti-phased momentum (METHODS.md section 2, eq. 3.8)."""
+    """Fixed 1-cycle LR schedule with anti-phased momentum (docs/methods.md section 2, eq. 3.8)."""
 
     name = "f1clr"
     Settings = F1CLRSettings

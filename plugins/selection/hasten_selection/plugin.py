@@ -39,7 +39,7 @@ from hasten.api import (
 )
 from hasten_selection.select import Strategy, select
 
-#: the research's selection resolution for 224 px training (METHODS.md section 5)
+#: the research's selection resolution for 224 px training (docs/methods.md section 5)
 DEFAULT_SELECTION_FRACTION = 96 / 224
 _QUANTILES = (0.1, 0.5, 0.9)
 

@@ -1,4 +1,4 @@
-"""Diagnostics of the UBN study, for any model with BatchNorm layers (METHODS.md section 1).
+"""Diagnostics of the UBN study, for any model with BatchNorm layers (docs/methods.md section 1).
 
 * :func:`feature_distances` -- Table 2.1: per BN layer, how the labeled
   samples' features differ from the unlabeled samples' features.

@@ -1,4 +1,4 @@
-"""The ``ubn`` plugin: trains with Unsupervised Batch Normalization (METHODS.md section 1).
+"""The ``ubn`` plugin: trains with Unsupervised Batch Normalization (docs/methods.md section 1).
 
 Each step the engine attaches the unlabeled stream's batch (``batch.unlabeled``);
 this plugin augments it with the task's own ``views`` and runs the task's

@@ -1,4 +1,4 @@
-"""Unsupervised Batch Normalization, the functional core (METHODS.md section 1).
+"""Unsupervised Batch Normalization, the functional core (docs/methods.md section 1).
 
 Standard BN normalises a labeled batch x with its own statistics. UBN builds
 the combined batch n = {x, y} of the labeled batch x and an unlabeled batch y
