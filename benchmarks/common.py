@@ -40,7 +40,6 @@ import shlex
 import statistics
 import subprocess
 import sys
-import time
 import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -60,13 +59,10 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 import torch  # noqa: E402
 
-from hasten.hookspecs import hookimpl  # noqa: E402
-from hasten.plugins import Plugin, installed_plugins, register_plugin  # noqa: E402
-from hasten.state import State  # noqa: E402
+from hasten.builtins.sweep import EVAL_FLOPS, EVAL_SECONDS, EvalClock  # noqa: E402
+from hasten.plugins import installed_plugins, register_plugin  # noqa: E402
 
 SMOKE_MARK = "(smoke run, not a measurement)"
-EVAL_FLOPS = "bench/eval_flops"
-EVAL_SECONDS = "bench/eval_seconds"
 
 
 def shared_datasets() -> Path:
@@ -95,36 +91,6 @@ def ensure_plugins(names: Sequence[str]) -> None:
             sys.path.insert(0, str(root))
         module = __import__(module_name, fromlist=[class_name])
         register_plugin(getattr(module, class_name), distribution=f"{root.relative_to(REPO)} (in code)")
-
-
-class EvalClock(Plugin):
-    """Cumulative evaluation FLOPs and seconds, logged with every evaluation.
-
-    A hook wrapper around every ``hasten_evaluate`` implementation (the
-    task's included): the FLOPs the accountant gained and the seconds that
-    passed during evaluation are added up and returned as two more metrics,
-    so they are logged at the same step, in the same ``hasten_log`` call, as
-    the ``flops/total`` and ``time/elapsed`` that include them.
-    """
-
-    name = "eval_clock"
-
-    def __init__(self, settings: Any = None) -> None:
-        super().__init__(settings)
-        self.flops = 0.0
-        self.seconds = 0.0
-
-    @hookimpl(wrapper=True)
-    def hasten_evaluate(self, state: State) -> Any:
-        if state.device.type == "cuda":
-            torch.cuda.synchronize(state.device)
-        started, flops_before = time.perf_counter(), state.flops.total
-        results = yield
-        if state.device.type == "cuda":
-            torch.cuda.synchronize(state.device)
-        self.seconds += time.perf_counter() - started
-        self.flops += (state.flops.total - flops_before) * state.world_size  # flops/total is global
-        return [*results, {EVAL_FLOPS: self.flops, EVAL_SECONDS: self.seconds}]
 
 
 # ----------------------------------------------------------------- recipes

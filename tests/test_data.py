@@ -107,7 +107,7 @@ def test_procedural_fixed_colours_keep_the_geometry_and_remove_colour() -> None:
     # Every fixed-colour image uses the same grey levels: 0.15 background, 0.85 object.
     assert grey[:, 0].equal(grey[:, 1]) and grey[:, 1].equal(grey[:, 2])
     assert set(grey.unique().tolist()) <= set(range(round(0.15 * 255), round(0.85 * 255) + 1))
-    with pytest.raises(UserError, match="option 'colours' must be one of random, fixed, got 'grey'"):
+    with pytest.raises(UserError, match=r"data\.options\.colours: Input should be 'random' or 'fixed' \(got 'grey'\)"):
         build("procedural", colours="grey")
 
 
@@ -128,7 +128,7 @@ def test_procedural_depth_puts_the_object_in_front() -> None:
 def test_procedural_rejects_unknown_options_and_splits() -> None:
     with pytest.raises(UserError) as error:
         build("procedural", train_sise=10)
-    assert "'train_sise'" in str(error.value) and "train_size" in str(error.value)
+    assert "data.options.train_sise: unknown key" in str(error.value) and "train_size" in str(error.value)
     with pytest.raises(UserError, match="unknown split 'test'"):
         build("procedural", "test")
     with pytest.raises(UserError, match="train_size"):
@@ -252,7 +252,7 @@ def test_imagefolder_missing_paths_say_what_layout_is_expected(tmp_path: Path, f
         build("imagefolder", path=tmp_path / "nowhere", resolution=8)
     with pytest.raises(DataError, match=r"unlabeled not found; expected an ImageFolder"):
         build("imagefolder", "unlabeled", path=folder, resolution=8)
-    with pytest.raises(UserError, match=r"'colour'.*allowed: cache, skip_corrupt"):
+    with pytest.raises(UserError, match=r"data\.options\.colour: unknown key.*allowed: cache, skip_corrupt"):
         build("imagefolder", path=folder, resolution=8, colour=True)
 
 
@@ -427,5 +427,5 @@ def test_npz_rejects_bad_content(tmp_path: Path) -> None:
     np.savez(file, something=np.zeros(3))
     with pytest.raises(DataError, match="expected arrays x_train"):
         build("npz", path=file)
-    with pytest.raises(UserError, match="'val_fraction'"):
+    with pytest.raises(UserError, match=r"data\.options\.val_fraction: Input should be less than 1 \(got 1\.5\)"):
         build("npz", path=file, val_fraction=1.5)

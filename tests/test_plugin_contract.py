@@ -73,8 +73,11 @@ def test_call_order_of_builtins_and_plugins_is_pinned(tiny_config: Any, recorder
             "builtin:Defaults", "builtin:Schedule", "recorder_b", "recorder_a",
         ]
         assert call_order(trainer, "hasten_step_start") == ["builtin:Schedule", "recorder_b", "recorder_a"]
+        # the run record writes summary.json first (tryfirst: it exists when tracking logs artifacts);
         # the end-of-run summary is trylast: after every plugin
-        assert call_order(trainer, "hasten_fit_end") == ["recorder_b", "recorder_a", "builtin:Progress"]
+        assert call_order(trainer, "hasten_fit_end") == [
+            "builtin:RunRecord", "recorder_b", "recorder_a", "builtin:Progress",
+        ]
         # every plugin's set-up already sees the schedule's warm-up (it used to run after them)
         assert trainer.state.scratch["warmup_seen"] == {"recorder_a": 2, "recorder_b": 2}
         trainer.fit()

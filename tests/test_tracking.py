@@ -69,7 +69,7 @@ def test_run_logs_params_metrics_artifacts_plots(tmp_path: Path, mlflow_server: 
     assert 0 < elapsed[1] <= elapsed[5]
 
     top = {a.path for a in client.list_artifacts(run_id)}
-    assert {"config.yaml", "weights.pt", "plots"} <= top
+    assert {"config.yaml", "summary.json", "weights.pt", "plots"} <= top
     plots = {a.path for a in client.list_artifacts(run_id, "plots")}
     assert plots == {"plots/schedules.png", "plots/loss.png", "plots/metric_vs_flops.png", "plots/metric_vs_time.png"}
     local = Path(client.download_artifacts(run_id, "plots/metric_vs_flops.png", str(tmp_path)))
@@ -148,7 +148,7 @@ def test_unreachable_server_writes_fallback_and_sync_sends_it(tmp_path: Path, ml
     assert ops[0]["op"] == "open" and ops[0]["run_id"] is None and ops[0]["uri"] == nobody
     saved_steps = {row[3] for op in ops if op["op"] == "metrics" for row in op["metrics"] if row[0] == "train/loss"}
     assert saved_steps == {0, 1, 2, 3}
-    assert sum(op["op"] == "artifact" for op in ops) == 6  # config, weights, 4 plots
+    assert sum(op["op"] == "artifact" for op in ops) == 7  # config, summary, weights, 4 plots
 
     assert cli_main(["sync", result.run_dir, "--uri", mlflow_server.uri]) == 0
     run_id = (Path(result.run_dir) / RUN_ID_FILE).read_text().strip()

@@ -17,7 +17,7 @@ from hasten.config import Config, load_config
 from hasten.errors import DataError, TrainingStopped, UserError
 from hasten.hookspecs import hookimpl
 from hasten.plugins import Plugin, register_plugin
-from hasten.registry import REGISTRY
+from hasten.registry import REGISTRY, Options
 from hasten.state import Batch, State, StepOutput
 
 try:
@@ -37,6 +37,7 @@ __all__ = [
     "Batch",
     "Config",
     "DataError",
+    "Options",
     "Plugin",
     "RunResult",
     "State",

@@ -26,6 +26,23 @@ from hasten.models.common import model_unchanged
 
 BACKWARD_FACTOR = 2.0
 
+#: decimal prefixes for FLOP figures, largest first
+MAC_PREFIXES = (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3))
+
+
+def mac_scale(value: float) -> tuple[float, str]:
+    """(divisor, unit) that makes ``value`` multiply-adds readable: (1e9, "GMAC")."""
+    for prefix, scale in MAC_PREFIXES:
+        if abs(value) >= scale:
+            return scale, f"{prefix}MAC"
+    return 1.0, "MAC"
+
+
+def format_macs(value: float) -> str:
+    """``value`` multiply-adds as text, e.g. ``251.3 GMAC``."""
+    scale, unit = mac_scale(value)
+    return f"{value / scale:.4g} {unit}"
+
 
 def count_forward_flops(module: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...]) -> float:
     """fvcore FLOPs (multiply-adds) of one forward of ``module`` on ``example``.

@@ -11,6 +11,7 @@ API") describes the surface.
   :class:`State`, :class:`Batch`, :class:`StepOutput`, :class:`Config`, the
   errors (:class:`UserError` for anything the user can fix).
 * Images and models: :func:`resize_batch`, :func:`eval_batch`,
+  :func:`build_model` (a registered architecture, e.g. a proxy network),
   :func:`check_resolution` and :func:`legal_resolution` (one rule for which
   sides a model accepts), :func:`model_unchanged` with :class:`BufferSnapshot`
   (run a model without changing its state).
@@ -35,7 +36,7 @@ from hasten.data.augment import eval_batch, resize_batch
 from hasten.engine import Trainer
 from hasten.errors import DataError, TrainingInterrupted, TrainingStopped, UserError
 from hasten.hookspecs import hookimpl
-from hasten.models import BufferSnapshot, check_resolution, legal_resolution, model_unchanged
+from hasten.models import BufferSnapshot, build_model, check_resolution, legal_resolution, model_unchanged
 from hasten.plugins import Plugin, register_plugin
 from hasten.registry import REGISTRY
 from hasten.state import State
@@ -101,6 +102,7 @@ __all__ = [
     "UserError",
     "add_config_arguments",
     "build_data_and_task",
+    "build_model",
     "check_resolution",
     "eval_batch",
     "hookimpl",

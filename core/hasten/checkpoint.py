@@ -13,6 +13,7 @@ import os
 import random
 import re
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,10 @@ import torch
 from hasten.errors import UserError
 
 _NAME = re.compile(r"^step-(\d{9})\.pt$")
+#: what save_atomic writes before the rename (``.step-<step>.pt.tmp-<pid>``)
+_TMP = re.compile(r"^\.step-\d{9}\.pt\.tmp-\d+$")
+#: appended to an unreadable checkpoint that a resume stepped over
+DAMAGED_SUFFIX = ".damaged"
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -71,6 +76,63 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return blob
 
 
+def floating_tensors(prefix: str, value: Any) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every floating-point (or complex) tensor in the nested dicts and lists ``value``, named by its
+    path under ``prefix`` (``prefix.key.0``); integer tensors cannot be non-finite and are left out."""
+    if isinstance(value, torch.Tensor):
+        if (value.is_floating_point() or value.is_complex()) and value.numel():
+            yield prefix, value.detach()
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from floating_tensors(f"{prefix}.{key}" if prefix else str(key), item)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from floating_tensors(f"{prefix}.{index}" if prefix else str(index), item)
+
+
+def nonfinite_tensors(named: Sequence[tuple[str, torch.Tensor]]) -> list[str]:
+    """The names of the tensors of ``named`` that hold a NaN or an infinity, in order.
+
+    One fused reduction per device (``torch._foreach_norm`` with ord=inf: max |x|, which is NaN or
+    infinite exactly when the tensor holds one, and cannot overflow) and one host transfer: meant for
+    checkpoint and evaluation steps, which synchronise anyway, never for every step.
+    """
+    by_device: dict[torch.device, list[int]] = {}
+    for index, (_name, tensor) in enumerate(named):
+        by_device.setdefault(tensor.device, []).append(index)
+    finite = [True] * len(named)
+    for indices in by_device.values():
+        norms = torch._foreach_norm([named[i][1] for i in indices], float("inf"))
+        flags = torch.isfinite(torch.stack(norms)).tolist()  # the one host synchronisation
+        for i, ok in zip(indices, flags, strict=True):
+            finite[i] = bool(ok)
+    return [name for (name, _), ok in zip(named, finite, strict=True) if not ok]
+
+
+def optimizer_state_tensors(
+    optimizer_state: dict[Any, Any], param_names: dict[Any, str]
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """The tensors of an optimizer's per-parameter state (``optimizer.state`` keyed by parameter, or a
+    state dict's ``state`` keyed by index), named ``optimizer.state[<parameter name>].<key>``."""
+    for key, entries in optimizer_state.items():
+        yield from floating_tensors(f"optimizer.state[{param_names.get(key, key)}]", entries)
+
+
+def checkpoint_tensors(blob: dict[str, Any], param_names: Sequence[str] = ()) -> list[tuple[str, torch.Tensor]]:
+    """What a loaded checkpoint holds of the model (parameters and buffers, by their state-dict names),
+    the optimizer state (named by ``param_names``, the optimizer's parameters in order) and the task
+    state (every rank's), as (name, tensor) pairs."""
+    named = list(floating_tensors("", blob.get("model", {})))
+    optimizer = blob.get("optimizer", {})
+    if isinstance(optimizer, dict):
+        named += optimizer_state_tensors(optimizer.get("state", {}), dict(enumerate(param_names)))
+    named += floating_tensors("task", blob.get("task", {}))
+    for rank, part in enumerate(blob.get("ranks", [])):
+        if isinstance(part, dict) and rank > 0:  # rank 0's task state is ``task`` already
+            named += floating_tensors(f"ranks[{rank}].task", part.get("task", {}))
+    return named
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest checkpoint of ``run_dir`` that loads, or None."""
     found = load_latest(run_dir)
@@ -78,17 +140,54 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def load_latest(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint of ``run_dir`` that loads, with its content; older
-    ones are tried when the newest is unreadable (e.g. truncated by a full disk)."""
+    """The newest checkpoint of ``run_dir`` that loads, with its content; None when it has none.
+
+    Older ones are tried when the newest is unreadable (e.g. truncated by a
+    full disk). An unreadable file is never deleted nor overwritten: when an
+    older checkpoint is used, the unreadable newer ones are renamed
+    ``<name>.damaged`` (kept as evidence, out of the way of the resumed run's
+    writes and pruning). When no checkpoint loads, :class:`UserError` names
+    them and nothing is touched.
+    """
     folder = checkpoint_dir(run_dir)
     if not folder.is_dir():
         return None
+    unreadable: list[tuple[Path, str]] = []
     for path in sorted((p for p in folder.iterdir() if _NAME.match(p.name)), reverse=True):
         try:
-            return path, load_checkpoint(path)
+            blob = load_checkpoint(path)
         except UserError as exc:
-            print(f"warning: skipping checkpoint {path}: {exc}", file=sys.stderr)
+            unreadable.append((path, str(exc)))
+            continue
+        for bad, reason in unreadable:
+            kept = bad.with_name(bad.name + DAMAGED_SUFFIX)
+            os.replace(bad, kept)
+            print(f"warning: skipping checkpoint {bad} ({reason}); kept as {kept}", file=sys.stderr)
+        return path, blob
+    if unreadable:
+        names = ", ".join(str(bad) for bad, _ in unreadable)
+        raise UserError(
+            f"--resume: no checkpoint of {run_dir} can be read ({unreadable[0][1]}); nothing was changed. "
+            f"Unreadable: {names}. Restore the file(s) from a backup, or move them out of {folder} "
+            "to start this run again from step 0"
+        )
     return None
+
+
+def remove_interrupted_writes(run_dir: str | Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes a killed run left behind; returns them.
+
+    Only call it while holding the run directory's lock: a live writer's file
+    would otherwise be removed. They are never checkpoints (the rename that
+    makes one did not happen), so nothing readable is lost.
+    """
+    folder = checkpoint_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    removed = [p for p in folder.iterdir() if _TMP.match(p.name) and p.is_file()]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
 
 
 def has_checkpoints(run_dir: str | Path) -> bool:

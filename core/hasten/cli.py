@@ -1,6 +1,6 @@
 """The ``hasten`` command line.
 
-Core commands: ``train``, ``plugins``, ``schema``. Installed plugins add more
+Core commands: ``train``, ``plugins``, ``schema``, ``config``. Installed plugins add more
 through the ``hasten_add_commands`` hook (f1clr adds ``lr-find``). A user
 error prints one message naming what is wrong and exits 2, without a
 traceback.
@@ -35,7 +35,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     resume: bool | str = args.resume if args.resume is not None else False
-    result = train(config, resume=resume)
+    if args.resume_allow_nonfinite and args.resume is None:
+        raise UserError("--resume-allow-nonfinite: only with --resume (it loads a checkpoint holding NaN/inf anyway)")
+    result = train(config, resume=resume, quiet=args.quiet, allow_nonfinite_resume=args.resume_allow_nonfinite)
     return 0 if result.stop_reason is None else 1
 
 
@@ -55,7 +57,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             row["error"] = info.error
         else:
             row["settings"] = {
-                field: _default_text(spec)
+                field: _default_value(spec)
                 for field, spec in info.plugin_class.Settings.model_fields.items()
             }
             row["provides"] = list(info.plugin_class.provides)
@@ -77,15 +79,38 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         if row["settings"]:
             print("  settings:")
             for key, default in row["settings"].items():
-                print(f"    {key} = {default}")
+                print(f"    {key} = {json.dumps(default)}")
     return 0
 
 
-def _default_text(spec: Any) -> str:
+def _default_value(spec: Any) -> Any:
+    """A setting's default as a JSON value (what a config would write), or "(required)"."""
+    from pydantic import TypeAdapter
+
     if spec.is_required():
         return "(required)"
     default = spec.get_default(call_default_factory=True)
-    return repr(default)
+    return TypeAdapter(Any).dump_python(default, mode="json")
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    print(resolved_config_yaml(args.config, args.overrides), end="")
+    return 0
+
+
+def resolved_config_yaml(path: str, overrides: list[str]) -> str:
+    """The config as a run would use it: every default filled in, plugin
+    settings validated and completed by each plugin's ``Settings`` (YAML)."""
+    import yaml
+
+    from hasten.config import load_config
+    from hasten.plugins import validate_plugin_settings
+
+    config = load_config(path, overrides)
+    data = config.model_dump(mode="json")
+    for plugin_class, settings in validate_plugin_settings(config):
+        data["plugins"][plugin_class.name] = settings.model_dump(mode="json")
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -94,11 +119,15 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def config_schema() -> dict[str, Any]:
-    """JSON Schema of the whole config, with every installed plugin's settings."""
+    """JSON Schema of the whole config, with every installed plugin's settings and the options
+    of every component (core and plugins'), discriminated by the chosen name."""
+    from hasten import __version__
+    from hasten.builtins.components import discover_components
     from hasten.config import Config
     from hasten.plugins import installed_plugins
 
-    schema = Config.model_json_schema()
+    schema = {"$schema": SCHEMA_DIALECT, "$id": schema_id(__version__), **Config.model_json_schema()}
+    discover_components()[0].add_to_schema(schema)
     plugin_props: dict[str, Any] = {}
     for name, info in sorted(installed_plugins().items()):
         if info.plugin_class is not None:
@@ -112,6 +141,15 @@ def config_schema() -> dict[str, Any]:
         "additionalProperties": False,
     }
     return schema
+
+
+#: the JSON Schema dialect of ``hasten schema`` (pydantic's output: ``$defs``, ``const``)
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def schema_id(version: str) -> str:
+    """The ``$id`` of ``hasten schema``'s output: names the schema and its hasten version."""
+    return f"urn:hasten:config-schema:{version}"
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
@@ -134,6 +172,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
         metavar="RUN_DIR",
         help="continue from the latest valid checkpoint (of RUN_DIR, run.run_dir, or the newest run of this name)",
     )
+    train.add_argument(
+        "--quiet", action="store_true",
+        help="no progress display and no printed summary (RUN_DIR/summary.json and metrics.jsonl are written anyway)",
+    )
+    train.add_argument(
+        "--resume-allow-nonfinite",
+        action="store_true",
+        help="with --resume: load the checkpoint even if it holds NaN or inf tensors (refused by default)",
+    )
     train.set_defaults(handler=cmd_train)
 
     plugins = sub.add_parser("plugins", help="list installed plugins, their hooks and settings")
@@ -142,6 +189,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
 
     schema = sub.add_parser("schema", help="print the JSON Schema of the config, plugins included")
     schema.set_defaults(handler=cmd_schema)
+
+    config = sub.add_parser(
+        "config", help="print the fully resolved config (every default, plugin settings included) as YAML"
+    )
+    add_config_arguments(config)
+    config.set_defaults(handler=cmd_config)
 
     from hasten.builtins import commands
 

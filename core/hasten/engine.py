@@ -28,20 +28,26 @@ import torch.distributed as dist
 from hasten.accounting import FlopAccountant
 from hasten.checkpoint import (
     checkpoint_path,
+    checkpoint_tensors,
+    floating_tensors,
     has_checkpoints,
     load_checkpoint,
     load_latest,
+    nonfinite_tensors,
+    optimizer_state_tensors,
+    remove_interrupted_writes,
     rng_state,
     set_rng_state,
     write_checkpoint,
 )
-from hasten.config import Config
+from hasten.config import Config, validate_component_options
 from hasten.data.augment import ViewSpec
 from hasten.data.module import DataModule
 from hasten.errors import TrainingInterrupted, TrainingStopped, UserError
 from hasten.plugins import PluginSet, provided_capabilities
+from hasten.preflight import preflight
 from hasten.registry import REGISTRY
-from hasten.rundir import RunDirLock, elastic_restart_count, elastic_run_dir
+from hasten.rundir import RunDirLock, check_resume_dir, elastic_restart_count, elastic_run_dir
 from hasten.state import Batch, State, StepOutput
 
 
@@ -77,8 +83,11 @@ def init_distributed(device_kind: str) -> tuple[int, int]:
 
 def make_run_dir(config: Config, resume: bool | str) -> Path:
     if isinstance(resume, str) and resume:
+        check_resume_dir(Path(resume), [Path(config.run.output_dir)])
         return Path(resume)
     if config.run.run_dir:
+        if resume and elastic_restart_count() == 0:  # torchrun's restarts may find the folder not made yet
+            check_resume_dir(Path(config.run.run_dir), [Path(config.run.output_dir)])
         return Path(config.run.run_dir)
     elastic = elastic_run_dir(config.run.output_dir, config.run.name)  # torchrun --max-restarts: no timestamp
     if elastic is not None:
@@ -93,11 +102,14 @@ def make_run_dir(config: Config, resume: bool | str) -> Path:
     return out / f"{config.run.name}-{stamp}"
 
 
-def builtin_plugins(config: Config, lr_owner: str | None) -> list[object]:
-    """The built-ins, in registration order (pluggy calls the last first)."""
+def builtin_plugins(config: Config, lr_owner: str | None, quiet: bool = False) -> list[object]:
+    """The built-ins, in registration order (pluggy calls the last first). ``quiet``: no progress
+    display and no printed summary (the run directory holds the summary either way)."""
     from hasten.builtins.core import Accounting, Defaults, Progress, Schedule
+    from hasten.builtins.record import RunRecord
 
-    builtins: list[object] = [Defaults(), Schedule(config, lr_owner), Accounting(), Progress(config.run.progress)]
+    progress = Progress(config.run.progress and not quiet, summary=not quiet)
+    builtins: list[object] = [Defaults(), Schedule(config, lr_owner), Accounting(), progress, RunRecord(config)]
     if config.tracking.enabled:
         try:
             from hasten.builtins.tracking import Tracking
@@ -117,8 +129,13 @@ class Trainer:
         *,
         resume: bool | str = False,
         extra_builtins: Iterable[object] = (),
+        quiet: bool = False,
+        allow_nonfinite_resume: bool = False,
     ) -> None:
         self.config = config
+        # --resume-allow-nonfinite: load a checkpoint holding NaN/inf tensors anyway (for inspection or repair)
+        self.allow_nonfinite_resume = allow_nonfinite_resume
+        self._state_checked_at: int | None = None  # the step whose state was last found finite
         # A worker restarted by torchrun's elastic agent (--max-restarts) continues the same run.
         self.resume: bool | str = resume or elastic_restart_count() > 0
         self.lock: RunDirLock | None = None  # rank 0 owns the run directory while it trains
@@ -127,13 +144,17 @@ class Trainer:
         self._losses: list[torch.Tensor] = []  # this process's per-step losses (device tensors)
         self._loss_prefix: list[torch.Tensor] = []  # the restored tail of the loss window, after a resume
         self._record: dict[str, Any] | None = None  # run.record_indices
+        #: rank 0, when resuming: the checkpoint found when the run directory was claimed (before any work)
+        self._resume_from: tuple[Path, dict[str, Any]] | None = None
         # Plugins are validated before any work: a bad config fails in milliseconds.
         enabled_caps = _enabled_capabilities(config)
         self.plugins = PluginSet.build(
-            config, builtins=[*builtin_plugins(config, enabled_caps.get("lr_schedule")), *extra_builtins]
+            config, builtins=[*builtin_plugins(config, enabled_caps.get("lr_schedule"), quiet), *extra_builtins]
         )
         self.hooks = self.plugins.hook
         self.hooks.hasten_register(registry=REGISTRY)
+        preflight(config)  # values only found wrong at the first forward or later: refused now
+        validate_component_options(config, strict=True)  # plugins' components are registered now
         self.hooks.hasten_configure(config=config)
         try:
             self.state = self._build_state()
@@ -229,6 +250,15 @@ class Trainer:
                         f"run directory {run_dir} already holds checkpoints of an earlier run; continue it with "
                         f"`hasten train CONFIG --resume {run_dir}` or choose another run.run_dir"
                     )
+                # We own the folder: a temporary file of a write a kill interrupted is nobody's now.
+                for leftover in remove_interrupted_writes(run_dir):
+                    print(f"removed {leftover} (an interrupted checkpoint write)", file=sys.stderr)
+                if self.resume:
+                    try:  # read before any data is built: a resume that cannot resume stops here
+                        self._resume_from = load_latest(run_dir)
+                    except UserError:
+                        self.lock.release()
+                        raise
             except UserError as exc:
                 problem = str(exc)
         if world_size > 1:  # one decision for every rank (a timestamped name could differ between processes)
@@ -290,6 +320,7 @@ class Trainer:
     def save_checkpoint(self) -> Path | None:
         """Write a checkpoint of the finished ``state.step`` (rank 0 writes; every rank must call it)."""
         state = self.state
+        self._check_state()  # a checkpoint is never written from non-finite weights, buffers or optimizer state
         blob = self.checkpoint_blob()
         path = checkpoint_path(state.run_dir, state.step)
         state.scratch["engine/last_checkpoint"] = str(path)
@@ -338,20 +369,80 @@ class Trainer:
         """The newest valid checkpoint of the run directory; rank 0 reads it and sends it to the
         other ranks (multi-node runs need no shared file system)."""
         state = self.state
-        found = load_latest(state.run_dir) if state.is_main else None
+        found, self._resume_from = self._resume_from, None
         if state.world_size > 1:
             shared = [found]
             dist.broadcast_object_list(shared, src=0)
             found = shared[0]
         if found is None:
             if state.is_main:
-                print(f"warning: --resume: no checkpoint in {state.run_dir}; starting from step 0", file=sys.stderr)
+                print(
+                    f"warning: --resume: no checkpoint in {state.run_dir} (stopped before its first one); "
+                    "starting from step 0", file=sys.stderr,
+                )
             return None
         path, blob = found
-        state.scratch["engine/last_checkpoint"] = str(path)
+        # Every rank holds the same blob: all refuse (or accept) alike, before any work.
+        bad = nonfinite_tensors(checkpoint_tensors(blob, self._optimizer_param_names()))
+        if bad and not self.allow_nonfinite_resume:
+            raise UserError(
+                f"--resume: {path} holds non-finite values (NaN or inf) in {_tensor_list(bad)}; training on from "
+                "it cannot recover. Resume from an earlier run or checkpoint, start afresh with a lower "
+                "optim.lr, or pass --resume-allow-nonfinite to load it anyway"
+            )
+        if bad:
+            if state.is_main:
+                print(f"warning: --resume-allow-nonfinite: {path} holds non-finite values in {_tensor_list(bad)}; "
+                      "loading it anyway (it is not counted as a good checkpoint)", file=sys.stderr)
+        else:
+            state.scratch["engine/last_checkpoint"] = str(path)
+            self._state_checked_at = int(blob["step"])
         if state.is_main:
             print(f"resuming from {path} (step {blob['step']})", file=sys.stderr)
         return blob
+
+    # ------------------------------------------------------- finite state
+    def _optimizer_param_names(self) -> list[str]:
+        """The model's parameter names in the optimizer's order (its state dict numbers them so)."""
+        state = self.state
+        names = {param: name for name, param in state.model.named_parameters()}
+        return [names.get(p, f"param{i}") for i, p in
+                enumerate(p for group in state.optimizer.param_groups for p in group["params"])]
+
+    def _check_state(self) -> None:
+        """Stop (TrainingStopped) when a parameter, buffer (BatchNorm statistics), optimizer or task state
+        tensor holds a NaN or an infinity. Called before every checkpoint and evaluation and at the end of
+        the run only (one fused reduction and one host sync there): no per-step cost. A loss can stay finite
+        while, say, a ``running_var`` has overflowed, so the loss check alone does not cover this."""
+        state = self.state
+        if self._state_checked_at == state.step:
+            return  # checked at this step already (evaluation and checkpoint of the same step)
+        named = list(floating_tensors("", state.model.state_dict()))
+        param_names = {param: name for name, param in state.model.named_parameters()}
+        named += optimizer_state_tensors(state.optimizer.state, param_names)
+        named += floating_tensors("task", state.task.state_dict())
+        bad = nonfinite_tensors(named)
+        if state.world_size > 1:
+            # Every rank must stop at the same check (a rank left behind would wait in the next collective);
+            # BatchNorm statistics may differ between ranks, so any rank's bad tensor stops all of them.
+            first = torch.tensor([len(named) if not bad else [n for n, _ in named].index(bad[0])],
+                                 dtype=torch.long, device=state.device)
+            dist.all_reduce(first, op=dist.ReduceOp.MIN)
+            index = int(first.item())
+            if index < len(named) and not bad:
+                bad = [named[index][0]]
+        if not bad:
+            self._state_checked_at = state.step
+            return
+        last = state.scratch.get("engine/last_checkpoint")
+        since = (f"finite at the previous check, step {self._state_checked_at}"
+                 if self._state_checked_at is not None else "first check of this run")
+        raise TrainingStopped(
+            f"non-finite model state at step {state.step}: NaN or inf in {_tensor_list(bad)} ({since}); "
+            f"last good checkpoint: {last or 'none written'}; {_divergence_hint(self.config)}",
+            step=state.step,
+            checkpoint=last,
+        )
 
     # ------------------------------------------------------------------ signals
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -419,9 +510,14 @@ class Trainer:
     def fit(self) -> RunResult:
         state, hooks, config = self.state, self.hooks, self.config
         if self.resume:
-            blob = self._load_latest()
-            if blob is not None:
-                self.restore(blob)
+            state.scratch["engine/resumed"] = True  # tracking continues the run folder's MLflow run
+            try:
+                blob = self._load_latest()
+                if blob is not None:
+                    self.restore(blob)
+            except BaseException:
+                self.close()  # a refused resume must not keep its directory locked
+                raise
         pin = state.device.type == "cuda"
         # Images a rank has consumed (the stream position); resumes restart there.
         stream: Iterator[Batch] = state.data.train_stream(
@@ -538,6 +634,7 @@ class Trainer:
                     state.stop_reason = state.should_stop
                     break
             self._check_finite(bad_step)
+            self._check_state()  # the final weights too: a run never ends "finished" with non-finite state
             self._evaluate()
             if ckpt_every:
                 self.save_checkpoint()
@@ -590,7 +687,8 @@ class Trainer:
         if first_bad >= 0:
             last = self.state.scratch.get("engine/last_checkpoint")
             raise TrainingStopped(
-                f"non-finite loss at step {first_bad}; last good checkpoint: {last or 'none written'}",
+                f"non-finite loss at step {first_bad}; last good checkpoint: {last or 'none written'}; "
+                f"{_divergence_hint(self.config)}",
                 step=first_bad,
                 checkpoint=last,
             )
@@ -624,6 +722,7 @@ class Trainer:
 
     def _evaluate(self) -> None:
         state = self.state
+        self._check_state()  # never evaluate (and log) non-finite weights or statistics
         if state.world_size > 1:
             # BatchNorm running statistics are updated per rank by the last forward; DDP would send rank 0's
             # at the next one. Send them now, so every shard is evaluated with the weights a checkpoint holds.
@@ -638,6 +737,20 @@ class Trainer:
                 self.hooks.hasten_log(state=state, metrics=merged, step=state.step - 1)
                 if self._record is not None:
                     self._record["logged"].setdefault(state.step - 1, {}).update(merged)
+
+
+def _tensor_list(names: list[str], shown: int = 3) -> str:
+    """``a, b, c and 8 more tensors``: the first few names of a long list."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more tensor{'s' if more > 1 else ''}" if more > 0 else "")
+
+
+def _divergence_hint(config: Config) -> str:
+    """What to try when training diverged."""
+    hint = f"the run diverged: try a lower optim.lr (now {config.optim.lr:g})"
+    if config.optim.grad_clip is None:
+        hint += ", optim.grad_clip (e.g. 1.0)"
+    return hint + " or a longer warm-up (schedule.warmup_steps)"
 
 
 def _to_cpu(value: Any) -> Any:
@@ -670,6 +783,15 @@ def build_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optim
     return torch.optim.AdamW(params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
 
 
-def train(config: Config, *, resume: bool | str = False, extra_builtins: Iterable[object] = ()) -> RunResult:
-    """Train ``config`` and return the result (the Python API of ``hasten train``)."""
-    return Trainer(config, resume=resume, extra_builtins=extra_builtins).fit()
+def train(
+    config: Config,
+    *,
+    resume: bool | str = False,
+    extra_builtins: Iterable[object] = (),
+    quiet: bool = False,
+    allow_nonfinite_resume: bool = False,
+) -> RunResult:
+    """Train ``config`` and return the result (the Python API of ``hasten train``; ``quiet``: ``--quiet``)."""
+    return Trainer(
+        config, resume=resume, extra_builtins=extra_builtins, quiet=quiet, allow_nonfinite_resume=allow_nonfinite_resume
+    ).fit()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class UserError(Exception):
     """A bad config, a bad path, a missing plugin: something the user can correct.
@@ -11,6 +14,22 @@ class UserError(Exception):
     """
 
     exit_code = 2
+
+
+def closest(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate most like ``word`` (difflib), or None when none is close."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidate, or "" when none is close.
+
+    Every "unknown name" message appends this after naming the bad key, so a
+    typo is one glance from its fix.
+    """
+    match = closest(word, candidates)
+    return f" (did you mean {match!r}?)" if match is not None else ""
 
 
 class DataError(UserError):

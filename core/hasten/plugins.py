@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from hasten import hookspecs
 from hasten.config import Config, format_validation_error
-from hasten.errors import UserError
+from hasten.errors import UserError, closest, did_you_mean
 
 ENTRY_POINT_GROUP = "hasten.plugins"
 
@@ -48,6 +48,7 @@ class Plugin:
       provides: capabilities this plugin owns exclusively, e.g. ``"lr_schedule"``
         or ``"resolution_schedule"``; two enabled plugins providing the same
         capability are a configuration error.
+      metrics: evaluation metrics it produces (valid ``eval.metric`` values).
     """
 
     name: ClassVar[str] = ""
@@ -55,6 +56,8 @@ class Plugin:
     requires: ClassVar[tuple[str, ...]] = ()
     conflicts: ClassVar[tuple[str, ...]] = ()
     provides: ClassVar[tuple[str, ...]] = ()
+    #: metrics this plugin adds to the evaluation (``hasten_evaluate``), valid values of eval.metric
+    metrics: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: BaseModel | None = None) -> None:
         self.settings: Any = settings if settings is not None else self.Settings()
@@ -173,8 +176,34 @@ def installed_plugins() -> dict[str, PluginInfo]:
     return found
 
 
-def _install_hint(name: str) -> str:
-    return f"pip install hasten-{name}"
+#: plugins published from this repository: the only names an install hint
+#: may name (a hint built from a typo would invite a typo-squatted package)
+PUBLISHED_PLUGINS = {
+    "f1clr": "hasten-f1clr",
+    "progressive": "hasten-progressive",
+    "hardaug": "hasten-hardaug",
+    "selection": "hasten-selection",
+    "cooldown": "hasten-cooldown",
+    "ubn": "hasten-ubn",
+}
+
+
+def unknown_plugin_message(name: str, infos: dict[str, PluginInfo]) -> str:
+    """``plugins.<name>`` is not installed: suggest the closest installed or
+    published plugin; an install command only for a published one."""
+    usable = sorted(n for n, i in infos.items() if i.error is None)
+    text = f"plugins.{name}: no plugin named {name!r} is installed"
+    if name in PUBLISHED_PLUGINS:
+        text += f"; install it with `pip install {PUBLISHED_PLUGINS[name]}`"
+    else:
+        hint = did_you_mean(name, usable)
+        if hint:
+            text += hint
+        else:
+            published = closest(name, [n for n in PUBLISHED_PLUGINS if n not in infos])
+            if published is not None:
+                text += f" (did you mean {published!r}? install it with `pip install {PUBLISHED_PLUGINS[published]}`)"
+    return f"{text}; installed: {', '.join(usable) or 'none'}"
 
 
 class PluginSet:
@@ -210,26 +239,7 @@ class PluginSet:
         ``plugins.<name>.<key>``), a missing requirement or a conflict.
         """
         infos = installed_plugins()
-        enabled: list[Plugin] = []
-        for name in config.plugins:
-            info = infos.get(name)
-            if info is None:
-                usable = sorted(n for n, i in infos.items() if i.error is None)
-                raise UserError(
-                    f"plugins.{name}: no plugin named {name!r} is installed "
-                    f"(try `{_install_hint(name)}`); installed: {', '.join(usable) or 'none'}"
-                )
-            if info.plugin_class is None:
-                raise UserError(
-                    f"plugins.{name}: the plugin failed to load from distribution "
-                    f"{info.distribution} {info.version}: {info.error}"
-                )
-            raw = config.plugin_settings(name)
-            try:
-                settings = info.plugin_class.Settings.model_validate(raw)
-            except ValidationError as exc:
-                raise UserError(format_validation_error(exc, raw, prefix=f"plugins.{name}")) from None
-            enabled.append(info.plugin_class(settings))
+        enabled = [plugin_class(settings) for plugin_class, settings in validate_plugin_settings(config, infos)]
         _check_relations(enabled)
 
         manager = new_manager()
@@ -242,6 +252,36 @@ class PluginSet:
             register_checked(manager, plugin, plugin.name, infos[plugin.name].distribution)
         manager.check_pending()  # nothing left to find after register_checked; pluggy's own net
         return cls(manager, enabled, infos)
+
+
+def validate_plugin_settings(
+    config: Config, infos: dict[str, PluginInfo] | None = None
+) -> list[tuple[type[Plugin], BaseModel]]:
+    """(plugin class, validated settings) of every enabled plugin, in config order.
+
+    Raises :class:`UserError` for an unknown plugin (suggesting the closest
+    one), a plugin that failed to import, or invalid settings (naming
+    ``plugins.<name>.<key>`` and the plugin's own keys).
+    """
+    infos = installed_plugins() if infos is None else infos
+    found: list[tuple[type[Plugin], BaseModel]] = []
+    for name in config.plugins:
+        info = infos.get(name)
+        if info is None:
+            raise UserError(unknown_plugin_message(name, infos))
+        if info.plugin_class is None:
+            raise UserError(
+                f"plugins.{name}: the plugin failed to load from distribution "
+                f"{info.distribution} {info.version}: {info.error}"
+            )
+        raw = config.plugin_settings(name)
+        model = info.plugin_class.Settings
+        try:
+            settings = model.model_validate(raw)
+        except ValidationError as exc:
+            raise UserError(format_validation_error(exc, raw, prefix=f"plugins.{name}", model=model)) from None
+        found.append((info.plugin_class, settings))
+    return found
 
 
 def _check_relations(enabled: list[Plugin]) -> None:

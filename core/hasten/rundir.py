@@ -89,3 +89,39 @@ def elastic_run_dir(output_dir: str, name: str) -> Path | None:
             f"{output_dir}/{name}-<rdzv-id>"
         )
     return Path(output_dir) / f"{name}-{run_id}"
+
+
+#: files only a run directory holds (any one marks a folder as a run's)
+RUN_MARKERS = ("checkpoints", LOCK_NAME, "mlflow_run_id", "metrics.jsonl")
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` is a folder some hasten run wrote (a run killed before its first checkpoint included)."""
+    return path.is_dir() and any((path / marker).exists() for marker in RUN_MARKERS)
+
+
+def nearest_run_dirs(wanted: Path, search: list[Path], limit: int = 3) -> list[str]:
+    """The existing run folders next to ``wanted`` (and in ``search``) whose names are closest to its name."""
+    import difflib
+
+    by_name: dict[str, list[Path]] = {}
+    for parent in dict.fromkeys([wanted.parent, *search]):
+        if parent.is_dir():
+            for child in sorted(parent.iterdir()):
+                if is_run_dir(child):
+                    by_name.setdefault(child.name, []).append(child)
+    close = difflib.get_close_matches(wanted.name, list(by_name), n=limit, cutoff=0.4)
+    return [str(path) for name in close for path in by_name[name]][:limit]
+
+
+def check_resume_dir(run_dir: Path, search: list[Path]) -> None:
+    """Refuse to resume ``run_dir`` unless it is a run's folder: a mistyped path must not become a new run."""
+    if is_run_dir(run_dir):
+        return
+    what = "does not exist" if not run_dir.exists() else "is not a run folder (no checkpoints/, mlflow_run_id, ...)"
+    near = nearest_run_dirs(run_dir, search)
+    hint = f"; nearest run folders: {', '.join(near)}" if near else "; no run folders found near it"
+    raise UserError(
+        f"--resume {run_dir}: {what}, nothing to continue{hint}. "
+        "Start a new run without --resume"
+    )

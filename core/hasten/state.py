@@ -65,6 +65,9 @@ class State:
     #: length of the LR warm-up in steps, published by whoever owns the LR schedule
     #: in ``hasten_setup`` (the core schedule or a plugin such as f1clr); 0 = none
     warmup_steps: int = 0
+    #: what this run is, tagged ``hasten.run_type`` in MLflow so the UI can filter:
+    #: "train", or "lr-find", "compare", "sweep" when a command drives the run
+    run_type: str = "train"
     #: free space for plugins, keyed by plugin name
     scratch: dict[str, Any] = field(default_factory=dict)
     #: the plugin manager, to call hooks from plugins (e.g. ``sampling_active``)

@@ -28,7 +28,7 @@ def test_hasten_plugins_lists_it_with_settings():
     assert proc.returncode == 0, proc.stderr
     rows = {row["name"]: row for row in json.loads(proc.stdout)}
     assert rows["ema"]["distribution"] == "hasten-ema"
-    assert rows["ema"]["settings"] == {"decay": "0.99", "every": "1"}
+    assert rows["ema"]["settings"] == {"decay": 0.99, "every": 1}  # JSON values, not reprs
 
 
 def test_settings_are_validated(tiny_config):

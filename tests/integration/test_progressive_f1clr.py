@@ -66,3 +66,23 @@ def test_full_resolution_during_f1clr_warmup(tiny_config, progressive_first):
     # 9 steps, t_w 3, 8 -> 16 by 4: 16 px while the LR rises, then 3 stages of 2 steps each
     assert probe.sizes == [16, 16, 16, 8, 8, 12, 12, 16, 16]
     assert probe.lrs[0] < probe.lrs[1] < probe.lrs[2] < probe.lrs[3] == pytest.approx(0.05)  # f1clr's warm-up
+
+
+def test_the_fast_recipe_plans_and_trains(tmp_path):
+    """examples/fast.yaml (selection + super-progressive + F1-CLR) validates, plans fewer FLOPs than the
+    same length without plugins, and trains a few steps with every plugin active."""
+    pytest.importorskip("hasten_selection", reason="plugins/selection is installed in the tox env `all`")
+    from pathlib import Path
+
+    from hasten.builtins.estimate import estimate
+    from hasten.config import load_config
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "fast.yaml"
+    report = estimate(load_config(example))
+    assert report["ratio"] < 1.0  # cheaper than the same steps at full resolution, selection overhead included
+    config = load_config(example, [f"run.run_dir={tmp_path / 'run'}", "run.max_steps=12", "tracking.enabled=false",
+                                   "run.progress=false", "eval.every_steps=12", "data.options.train_size=512",
+                                   "plugins.selection.warmup_steps=2"])
+    result = train(config)
+    assert result.stop_reason is None and result.steps == 12
+    assert result.metrics["flops/overhead/selection"] > 0

@@ -95,13 +95,14 @@ def read_run(uri: str, run_id: str, metric: str, label: str | None = None) -> Ru
 
 def train_for_compare(path: str, overrides: list[str]) -> tuple[str, str]:
     """Train the config at ``path`` with tracking on; return (tracking URI, run id)."""
+    from hasten.builtins.tracking import RunType
     from hasten.config import load_config
     from hasten.engine import train
 
     config = load_config(path, overrides)
     if not config.tracking.enabled:
         config.tracking.enabled = True  # compare reads the results back from MLflow
-    result = train(config)
+    result = train(config, extra_builtins=[RunType("compare")])
     info = result.state.scratch.get("tracking", {}) if result.state is not None else {}
     if not info.get("run_id") or info.get("unsent"):
         raise UserError(
@@ -120,12 +121,22 @@ def compare(
     lower_is_better: bool | None = None,
     overrides: list[str] | None = None,
     plot: str | Path | None = None,
+    frontier: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train the configs among ``items``, read every run, compute costs to target."""
+    """Train the configs among ``items``, read every run, compute costs to target (and, with ``frontier``,
+    each run's speed-up at equal accuracy against a `hasten sweep` frontier)."""
     from hasten.builtins.tracking import resolve_uri
 
     if not items:
         raise UserError("hasten compare: give at least one config file or MLflow run id")
+    front = load_frontier(frontier) if frontier is not None else None
+    if front is not None and Path(items[0]).suffix in CONFIG_SUFFIXES and Path(items[0]).is_file():
+        from hasten.config import load_config
+
+        expected = metric or load_config(items[0], overrides or []).eval.metric
+        if expected != front["metric"]:  # refused before anything is trained
+            raise UserError(f"--frontier: {front['source']} measures {front['metric']!r}, these runs "
+                            f"{expected!r}; compare with --metric {front['metric']}")
     sources: list[tuple[str | None, str, str]] = []  # (label, uri, run id); run ids are labelled by run name
     for item in items:
         if Path(item).suffix in CONFIG_SUFFIXES or Path(item).is_file():
@@ -163,12 +174,46 @@ def compare(
         "higher_is_better": higher,
         "runs": [{k: v for k, v in asdict(r).items() if k != "curve"} for r in runs],
     }
+    if front is not None:
+        report["frontier"] = frontier_speedups(report, runs, front)
     if plot is not None:
         from hasten.builtins.plots import write_compare_plot
 
         curves = [(r.label, [c[2] for c in r.curve], [c[1] for c in r.curve]) for r in runs]
         report["plot"] = str(write_compare_plot(curves, metric, target, plot))
     return report
+
+
+def load_frontier(path: str | Path) -> dict[str, Any]:
+    """The baseline frontier of a `hasten sweep` (its folder or frontier.json): metric, baseline, points."""
+    file = Path(path)
+    if file.is_dir():
+        file = file / "frontier.json"
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        points = [(float(f), float(m)) for f, m in data["frontier"][data["baseline"]]]
+        return {"source": str(file), "metric": str(data["metric"]), "baseline": str(data["baseline"]),
+                "points": points}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"--frontier: {file} is not the frontier.json of a `hasten sweep` ({exc})") from None
+
+
+def frontier_speedups(report: dict[str, Any], runs: list[RunCost], front: dict[str, Any]) -> dict[str, Any]:
+    """Each run's final (FLOPs, metric) against the baseline frontier ``front`` (:func:`load_frontier`)."""
+    from dataclasses import asdict as as_dict
+
+    from hasten.frontier import speedup_against
+
+    if front["metric"] != report["metric"]:
+        raise UserError(f"--frontier: {front['source']} measures {front['metric']!r}, these runs "
+                        f"{report['metric']!r}; compare with --metric {front['metric']}")
+    out: dict[str, Any] = {"source": front["source"], "baseline": front["baseline"], "runs": []}
+    for run in runs:
+        # The run's total FLOPs include its evaluations (compare reads flops/total): the speed-up is a slight
+        # under-estimate; `hasten sweep` itself leaves evaluation out.
+        result = speedup_against(front["points"], run.total_flops, run.final, report["higher_is_better"])
+        out["runs"].append({"label": run.label, **as_dict(result), "text": result.text()})
+    return out
 
 
 def _logged_param(uri: str, run_id: str, key: str) -> str | None:
@@ -214,6 +259,12 @@ def format_table(report: dict[str, Any]) -> str:
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
     lines.append("speed-up = the first run's cost to target / this run's cost to target (FLOPs include overhead)")
+    if "frontier" in report:
+        front = report["frontier"]
+        lines.append(f"speed-up against the {front['baseline']} frontier of {front['source']} (baseline FLOPs for the "
+                     "same final metric, interpolated on the frontier, / the run's total FLOPs):")
+        for item in front["runs"]:
+            lines.append(f"  {item['label']}: {item['text']}")
     if "plot" in report:
         lines.append(f"plot: {report['plot']}")
     return "\n".join(lines)
@@ -228,6 +279,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         lower_is_better=True if args.lower_is_better else None,
         overrides=args.overrides,
         plot=args.plot,
+        frontier=args.frontier,
     )
     report["target_is_default"] = args.target is None
     if args.json:
@@ -251,5 +303,7 @@ def add_compare_command(subparsers: Any) -> None:
     parser.add_argument("--lower-is-better", action="store_true", help="the metric improves downwards (losses)")
     parser.add_argument("--plot", default="hasten-compare.png", metavar="PATH", help="PNG of metric vs FLOPs")
     add_override_argument(parser, help="override a value in every config given (repeatable)")
+    parser.add_argument("--frontier", default=None, metavar="SWEEP_DIR",
+                        help="a `hasten sweep` folder (or its frontier.json): speed-up against its baseline frontier")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(handler=cmd_compare)

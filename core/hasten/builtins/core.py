@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from hasten import schedules  # noqa: F401 - registers the core schedules
+from hasten.accounting import format_macs
 from hasten.config import Config
 from hasten.errors import UserError
 from hasten.hookspecs import hookimpl
@@ -115,25 +116,35 @@ class Accounting(Plugin):
 
 
 class Progress(Plugin):
-    """Progress display (step, loss, img/s, ETA) and the end-of-run summary, rank 0 only."""
+    """What a terminal shows (rank 0 only): where the run lives, the progress
+    line (step, loss, img/s, the task's evaluation metric, ETA) and the
+    end-of-run summary. ``enabled`` (run.progress, off with --quiet) shows the
+    progress; ``summary`` (off only with --quiet) prints the summary at the end.
+    """
 
     name = "progress"
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, summary: bool = True) -> None:
         super().__init__()
         self.enabled = enabled
+        self.summary = summary
         self.progress: Any = None
         self.task_id: Any = None
         self.started = 0.0
         self.first_step = 0
         self.last_print = 0.0
+        self.train_info = ""
+        #: the latest evaluation's (name, value) shown on the line: the same value the summary prints
+        self.shown_metric: tuple[str, float] | None = None
 
-    @hookimpl
+    @hookimpl(trylast=True)
     def hasten_fit_start(self, state: State) -> None:
+        # trylast: after every other fit_start, so tracking has opened the MLflow run
         self.started = time.perf_counter()
         self.first_step = state.step  # after a resume, the ETA counts only this process's steps
         if not (self.enabled and state.is_main):
             return
+        print_banner(state)
         if sys.stderr.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -143,23 +154,39 @@ class Progress(Plugin):
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[info]}"),
                 TimeRemainingColumn(),
-                transient=True,
+                transient=False,  # the final line stays on the screen
             )
             self.progress.start()
             self.task_id = self.progress.add_task("train", total=state.total_steps, completed=state.step, info="")
 
     @hookimpl
     def hasten_log(self, state: State, metrics: dict[str, float], step: int) -> None:
-        if not (self.enabled and state.is_main) or "train/loss" not in metrics:
+        if not (self.enabled and state.is_main):
             return
-        info = f"loss {metrics['train/loss']:.4f}  {metrics.get('train/throughput', 0):.0f} img/s"
-        if "val/acc1" in state.metrics:
-            info += f"  val/acc1 {state.metrics['val/acc1']:.3f}"
+        if "train/loss" in metrics:
+            self.train_info = f"loss {metrics['train/loss']:.4f}  {metrics.get('train/throughput', 0):.0f} img/s"
+        else:  # an evaluation
+            shown = evaluation_metric(state.config.eval.metric, metrics)
+            if shown is None:
+                return
+            self.shown_metric = shown
+        self._show(state, step, evaluated="train/loss" not in metrics)
+
+    def _info(self) -> str:
+        if self.shown_metric is None:
+            return self.train_info
+        name, value = self.shown_metric
+        return f"{self.train_info}  {name} {_fmt(value)}"
+
+    def _show(self, state: State, step: int, evaluated: bool) -> None:
+        info = self._info()
         if self.progress is not None:
             self.progress.update(self.task_id, completed=step + 1, info=info)
             return
         now = time.perf_counter()
-        if now - self.last_print >= 10 or step + 1 == state.total_steps:  # plain lines when not a terminal
+        # Plain lines when not a terminal: every evaluation (so the last line
+        # carries the final metric), training lines at most every 10 s.
+        if evaluated or now - self.last_print >= 10:
             self.last_print = now
             done = step + 1 - self.first_step
             eta = (now - self.started) / max(done, 1) * (state.total_steps - step - 1)
@@ -168,21 +195,58 @@ class Progress(Plugin):
     @hookimpl(trylast=True)
     def hasten_fit_end(self, state: State) -> None:
         if self.progress is not None:
+            self.progress.update(self.task_id, completed=state.step, info=self._info())
             self.progress.stop()
             self.progress = None
-        if not (self.enabled and state.is_main):
+        if not (self.summary and state.is_main):
             return
         elapsed = time.perf_counter() - self.started
         rows = [("steps", f"{state.step}/{state.total_steps}"), ("wall time", f"{elapsed:.1f} s")]
-        rows += [(k, _fmt(v)) for k, v in sorted(state.metrics.items()) if k.startswith(("val/", "knn/", "flops/"))]
+        rows += [(k, format_macs(v) if k.startswith("flops/") else _fmt(v))
+                 for k, v in sorted(state.metrics.items()) if k.startswith(("val/", "knn/", "flops/"))]
         if state.stop_reason:
             rows.append(("stopped", state.stop_reason))
         rows.append(("run dir", state.run_dir))
+        tracking = state.scratch.get("tracking") or {}
+        if tracking.get("run_id"):
+            rows.append(("mlflow run", str(tracking["run_id"])))
         width = max(len(k) for k, _ in rows)
         print("\nsummary", file=sys.stderr)
         for key, value in rows:
             print(f"  {key:<{width}}  {value}", file=sys.stderr)
         sys.stderr.flush()
+
+
+def evaluation_metric(configured: str, metrics: dict[str, float]) -> tuple[str, float] | None:
+    """The metric an evaluation is judged by: ``eval.metric`` when the task
+    reports it, else the task's first reported metric other than a loss
+    (``knn/acc1`` for SSL, ``val/delta1`` for depth)."""
+    if configured in metrics:
+        return configured, float(metrics[configured])
+    names = [k for k in metrics if not k.endswith("loss")] or list(metrics)
+    return (names[0], float(metrics[names[0]])) if names else None
+
+
+def print_banner(state: State) -> None:
+    """One short block at the start: where the run's files and its MLflow record are."""
+    rows = [("run dir", str(state.run_dir))]
+    tracking = state.scratch.get("tracking")
+    if tracking is None:
+        rows.append(("tracking", "off (tracking.enabled: false)"))
+    else:
+        rows.append(("tracking", f"{tracking['uri']}  experiment {tracking.get('experiment')!r}"))
+        run_id = tracking.get("run_id")
+        rows.append(("mlflow run", run_id or f"not opened yet ({tracking.get('error') or 'server not answering'}); "
+                     "the summary names it"))
+        command, page = tracking.get("view") or (None, None)
+        if command:
+            rows.append(("view it", command))
+        if page:
+            rows.append(("run page", page))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}", file=sys.stderr)
+    sys.stderr.flush()
 
 
 def _fmt(value: float) -> str:

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hasten.accounting import MAC_PREFIXES
 from hasten.config import Config
 from hasten.errors import UserError
 
@@ -170,7 +171,7 @@ def estimate(config: Config) -> dict[str, Any]:
 
 
 def _flops(value: float) -> str:
-    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
+    for unit, scale in MAC_PREFIXES[:-1]:
         if abs(value) >= scale:
             return f"{value / scale:.3f} {unit}"
     return f"{value:.0f} "

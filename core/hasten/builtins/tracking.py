@@ -13,8 +13,9 @@ What is logged:
   resumes) and the cumulative ``flops/*`` at *every* logged step, evaluation
   steps included, so ``hasten compare`` reads the cost at which a metric was
   reached straight from the histories;
-* artifacts at the end: the resolved config (``config.yaml``), the final
-  weights (``weights.pt``, a ``state_dict``) and PNG plots (``plots/``).
+* artifacts at the end: the resolved config (``config.yaml``), the run's
+  summary (``summary.json``), the final weights (``weights.pt``, a
+  ``state_dict``) and PNG plots (``plots/``).
 
 Nothing is sent from the training loop. ``hasten_log`` appends to a queue; a
 background thread drains it with ``MlflowClient.log_batch`` at most once a
@@ -29,15 +30,16 @@ later. Nothing is dropped silently.
 
 The MLflow run id is kept in the checkpoints (``hasten_state_dict``) and in
 ``RUN_DIR/mlflow_run_id``: ``hasten train --resume`` continues the same
-MLflow run. The logged history is mirrored to ``RUN_DIR/metrics.jsonl`` so
-that the plots of a resumed run cover all of it.
+MLflow run. The metric rows are those the built-in run record
+(:mod:`hasten.builtins.record`) writes to ``RUN_DIR/metrics.jsonl`` (with or
+without tracking); the plots of a resumed run read the earlier ones from there.
 """
 
 from __future__ import annotations
 
 import collections
 import json
-import math
+import logging
 import os
 import queue
 import subprocess
@@ -48,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from hasten.accounting import BACKWARD_FACTOR
+from hasten.builtins.record import CONFIG_FILE, LOGGED, SUMMARY_FILE, read_metrics
 from hasten.config import Config
 from hasten.errors import UserError
 from hasten.hookspecs import hookimpl
@@ -58,7 +61,6 @@ DEFAULT_URI = "sqlite:///mlruns.db"
 FALLBACK_FILE = "tracking-fallback.jsonl"
 SYNCED_FILE = "tracking-fallback.synced.jsonl"
 RUN_ID_FILE = "mlflow_run_id"
-HISTORY_FILE = "metrics.jsonl"
 ARTIFACT_DIR = "artifacts"
 
 #: MLflow's per-request limits (mlflow.utils.validation)
@@ -72,6 +74,11 @@ BATCH_INTERVAL = 1.0
 #: retry back-off while the server is unreachable, seconds
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 5.0
+#: the experiment type MLflow's UI uses to choose its views (custom model training)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+#: how long the start of a run waits for MLflow to open the run (seconds)
+OPEN_WAIT = 10.0
 
 #: the FLOP convention, logged as params so every run states how it counts
 FLOP_CONVENTION = {
@@ -95,6 +102,21 @@ Op = dict[str, Any]
 def resolve_uri(configured: str | None) -> str:
     """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else the local SQLite file."""
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def ui_hint(uri: str, experiment_id: str | None, run_id: str | None) -> tuple[str | None, str]:
+    """(command, page) to look at a run: no command and the run's URL on a
+    tracking server; for a local store the ``mlflow ui`` command (paths made
+    absolute, so it works from any directory) and the page it then serves."""
+    page = f"#/experiments/{experiment_id}/runs/{run_id}" if experiment_id and run_id else ""
+    if uri.startswith(("http://", "https://")):
+        return None, f"{uri.rstrip('/')}/{page}"
+    store = uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        store = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    elif "://" not in uri:
+        store = str(Path(uri).resolve())
+    return f"mlflow ui --backend-store-uri {store}", f"http://127.0.0.1:5000/{page}"
 
 
 def git_commit(cwd: str | Path | None = None) -> tuple[str, bool] | None:
@@ -135,6 +157,93 @@ def run_params(config: Config) -> dict[str, str]:
     return params
 
 
+def run_tags(config: Config, state: State, run_dir: Path) -> dict[str, str]:
+    """MLflow's standard tags (source, git commit, user) and hasten's own:
+    ``hasten.run_type`` (train, lr-find, compare, sweep: filter with
+    ``tags.hasten.run_type = 'train'``) and the run directory."""
+    import getpass
+
+    tags = {
+        "hasten.run_dir": str(run_dir.resolve()),
+        "hasten.run_type": state.run_type,
+        "hasten.task": config.task.name,
+        "mlflow.runName": config.run.name,
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.name": f"hasten {config.source}" if config.source else "hasten",
+    }
+    try:
+        tags["mlflow.user"] = getpass.getuser()
+    except (KeyError, OSError):  # no user name in a bare container
+        pass
+    # the project: the working directory's checkout, else the config file's
+    commit = git_commit() or (git_commit(Path(config.source).resolve().parent) if config.source else None)
+    if commit is not None:
+        tags["mlflow.source.git.commit"] = commit[0]
+        tags["git.dirty"] = str(commit[1]).lower()
+    return tags
+
+
+def dataset_input(config: Config, state: State) -> dict[str, Any]:
+    """The training data as an MLflow dataset input (name, digest of what
+    defines it, source, profile); JSON-able like every queued operation."""
+    import hashlib
+
+    data = config.data
+    identity = {"dataset": data.dataset, "path": data.path, "options": data.options, "resolution": data.resolution}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    if data.path:
+        source_type, source = "local", json.dumps({"uri": str(Path(data.path).resolve())})
+    else:  # built in (procedural, embedded): the registry name is the source
+        source_type, source = "code", json.dumps({"tags": {"hasten.dataset": data.dataset}})
+    info = getattr(state.data, "info", None)
+    profile = {"train_samples": getattr(info, "train_size", None), "num_classes": getattr(info, "num_classes", None),
+               "resolution": data.resolution}
+    return {"name": data.dataset, "digest": digest, "source_type": source_type, "source": source,
+            "profile": json.dumps(profile), "context": "train"}
+
+
+class SystemMetrics:
+    """MLflow's system-metrics monitor for the run, started once the run is open."""
+
+    def __init__(self, sender: Sender, uri: str) -> None:
+        self.monitor: Any = None
+        self.uri = uri
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._start, args=(sender,), name="hasten-system-metrics", daemon=True)
+        self.thread.start()
+
+    def _start(self, sender: Sender) -> None:
+        while sender.run_id is None and not self.stopped.wait(0.2):
+            pass
+        if sender.run_id is None:
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self.monitor = SystemMetricsMonitor(sender.run_id, tracking_uri=self.uri)
+        self.monitor.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+        if self.monitor is not None:
+            self.monitor.finish()
+
+
+class RunType(Plugin):
+    """Marks the runs a command drives (``Trainer(..., extra_builtins=[RunType("compare")])``):
+    sets ``state.run_type``, which tracking tags ``hasten.run_type``."""
+
+    name = "run_type"
+
+    def __init__(self, run_type: str) -> None:
+        super().__init__()
+        self.run_type = run_type
+
+    @hookimpl(tryfirst=True)
+    def hasten_setup(self, state: State) -> None:
+        state.run_type = self.run_type
+
+
 # ---------------------------------------------------------------- the sender
 class Sender:
     """Sends queued operations to MLflow, in order, retrying until they succeed.
@@ -150,6 +259,7 @@ class Sender:
     def __init__(self, uri: str, *, background: bool = True, on_open: Any = None) -> None:
         self.uri = uri
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
         self.on_open = on_open
         self.pending: collections.deque[Op] = collections.deque()
         self.incoming: queue.Queue[Any] = queue.Queue()
@@ -311,6 +421,12 @@ class Sender:
         elif kind == "artifact":
             assert self.run_id is not None
             self.client.log_artifact(self.run_id, op["path"], op.get("artifact_path"))
+        elif kind == "inputs":
+            assert self.run_id is not None
+            self._log_dataset(op["dataset"])
+        elif kind == "model":
+            assert self.run_id is not None
+            self._log_model(op)
         elif kind == "end":
             assert self.run_id is not None
             self.client.set_terminated(self.run_id, op["status"])
@@ -345,11 +461,45 @@ class Sender:
                         raise
             if experiment is not None:
                 experiment_id = experiment.experiment_id
+            experiment = client.get_experiment(experiment_id)
+            if EXPERIMENT_KIND_TAG not in experiment.tags:  # MLflow's UI shows the training views
+                client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             run = client.create_run(experiment_id, run_name=op.get("run_name"), tags=op.get("tags") or {})
             run_id = run.info.run_id
         self.run_id = run_id
+        self.experiment_id = run.info.experiment_id
         if self.on_open is not None:
             self.on_open(run_id)
+
+    def _log_dataset(self, dataset: dict[str, Any]) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        entity = Dataset(dataset["name"], dataset["digest"], dataset["source_type"], dataset["source"],
+                         profile=dataset.get("profile"))
+        context = InputTag("mlflow.data.context", dataset.get("context", "train"))
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(entity, tags=[context])])
+
+    def _log_model(self, op: Op) -> None:
+        """The trained model as an MLflow logged model, an output of the run
+        (its weights are the run's ``weights.pt`` artifact)."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+        assert self.run_id is not None
+        experiment_id = self.experiment_id or self.client.get_run(self.run_id).info.experiment_id
+        model = self.client.create_logged_model(
+            experiment_id, name=op["name"], source_run_id=self.run_id, params=op.get("params") or {},
+            model_type=op.get("model_type"), tags={"hasten.weights": f"runs:/{self.run_id}/weights.pt"},
+        )
+        self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, int(op.get("step", 0)))])
+
+    def wait_open(self, timeout: float) -> bool:
+        """Wait until the run is open, a send failed or ``timeout`` passed
+        (the start banner names the run id when MLflow answers quickly)."""
+        deadline = time.monotonic() + timeout
+        while self.run_id is None and self.failures == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.run_id is not None
 
     def _send_metrics(self, rows: list[list[Any]]) -> None:
         from mlflow.entities import Metric
@@ -367,6 +517,15 @@ def _use_fast_failing_http() -> None:
     # MLflow prints the run's URL to stdout when a run ends: from a background
     # thread that interleaves with the user's output (and `--json` output).
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    _quiet_store_migrations()
+
+
+def _quiet_store_migrations() -> None:
+    # A new sqlite store is created and migrated on first use; MLflow and
+    # alembic announce each step at INFO, which says nothing to a user.
+    # Warnings and errors still show.
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 # ---------------------------------------------------------------- the plugin
@@ -381,14 +540,29 @@ class Tracking(Plugin):
         self.uri = resolve_uri(config.tracking.uri)
         self.sender: Sender | None = None
         self.run_id: str | None = None  # from a checkpoint when resuming
-        self.elapsed_offset = 0.0
-        self.started = 0.0
         self.history: dict[str, list[tuple[int, float]]] = collections.defaultdict(list)
-        self.history_file: Any = None
-        self.last_cost: dict[str, tuple[int, float]] = {}
         self.run_dir = Path(".")
+        self.system_monitor: SystemMetrics | None = None
+        if config.tracking.system_metrics:
+            try:
+                import psutil  # noqa: F401 - MLflow's system metrics read it
+            except ImportError:
+                raise UserError(
+                    "tracking.system_metrics: MLflow's system metrics need psutil (pip install psutil), "
+                    "or set tracking.system_metrics: false"
+                ) from None
 
     # -- lifecycle
+    @hookimpl
+    def hasten_configure(self, config: Config) -> None:
+        # Before any work: a URI no store serves, or a broken local store, stops the run now, and the
+        # local SQLite store is created atomically here rather than by a request a kill could cut short.
+        from hasten.builtins.tracking_store import check_uri, prepare_store
+
+        check_uri(self.uri)
+        if os.environ.get("RANK", "0") == "0":  # only rank 0 logs
+            prepare_store(self.uri)
+
     @hookimpl
     def hasten_setup(self, state: State) -> None:
         self.run_dir = Path(state.run_dir)
@@ -399,21 +573,11 @@ class Tracking(Plugin):
         if not state.is_main or not mine:
             return
         self.run_id = mine.get("run_id") or None
-        self.elapsed_offset = float(mine.get("elapsed", 0.0))
-        # Keep the mirrored history up to the checkpoint; later entries are re-logged.
-        path = self.run_dir / HISTORY_FILE
-        if path.is_file():
-            kept = []
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:  # a line cut by a kill
-                    continue
-                if int(row["step"]) < state.step:
-                    kept.append(line)
-                    for key, value in row["metrics"].items():
-                        self.history[key].append((int(row["step"]), float(value)))
-            path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        # The plots cover the whole run: the rows logged before the checkpoint (later steps are re-logged).
+        for row in read_metrics(self.run_dir):
+            if int(row["step"]) < state.step:
+                for key, value in row["metrics"].items():
+                    self.history[key].append((int(row["step"]), float(value)))
 
     @hookimpl
     def hasten_fit_start(self, state: State) -> None:
@@ -422,9 +586,12 @@ class Tracking(Plugin):
         # The run opens here, not in hasten_setup: a resumed run's id arrives with
         # hasten_load_state_dict (after setup), and a Trainer that never trains
         # (hasten estimate) opens no empty run.
+        resumed = bool(state.scratch.get("engine/resumed"))
         if self.run_id is None:
+            # Resumed from a checkpoint written before the run opened, or killed before its first
+            # checkpoint: the run folder still names the MLflow run to continue.
             saved = self.run_dir / RUN_ID_FILE
-            if state.step > 0 and saved.is_file():  # resumed from a checkpoint written before the run opened
+            if (state.step > 0 or resumed) and saved.is_file():
                 self.run_id = saved.read_text(encoding="utf-8").strip() or None
         _use_fast_failing_http()
         # Import the client here, before the first step: importing it on the
@@ -434,11 +601,7 @@ class Tracking(Plugin):
 
         self.sender = Sender(self.uri, background=self.config.tracking.asynchronous, on_open=self._opened)
         state.scratch["tracking"] = {"uri": self.uri, "run_id": self.run_id, "sender": self.sender}
-        tags = {"hasten.run_dir": str(self.run_dir.resolve())}
-        commit = git_commit()
-        if commit is not None:
-            tags["mlflow.source.git.commit"] = commit[0]
-            tags["git.dirty"] = str(commit[1]).lower()
+        tags = {**run_tags(self.config, state, self.run_dir), **self.config.tracking.tags}
         self.sender.put(
             {
                 "op": "open",
@@ -449,13 +612,27 @@ class Tracking(Plugin):
                 "tags": {},
             }
         )
+        if self.config.tracking.system_metrics:
+            self.system_monitor = SystemMetrics(self.sender, self.uri)
         self.sender.put({"op": "tags", "tags": tags})
         params = run_params(self.config)
         params["run.world_size"] = str(state.world_size)
         params["run.total_steps"] = str(state.total_steps)
         self.sender.put({"op": "params", "params": params})
-        self.history_file = open(self.run_dir / HISTORY_FILE, "a", encoding="utf-8")
-        self.started = time.perf_counter()
+        if state.step == 0:  # a resumed run logged its inputs already
+            self.sender.put({"op": "inputs", "dataset": dataset_input(self.config, state)})
+        # The run id for the start banner. A local store always opens (its first
+        # use creates the tables, seconds); a server that does not answer within
+        # OPEN_WAIT seconds costs no more than that (the summary names the id).
+        info = state.scratch["tracking"]
+        info["experiment"] = self.config.tracking.experiment
+        local = not self.uri.startswith(("http://", "https://", "databricks"))
+        wait = self.config.tracking.flush_timeout if local else min(OPEN_WAIT, self.config.tracking.flush_timeout)
+        if state.config.run.progress and self.sender.wait_open(wait):
+            info["run_id"] = self.sender.run_id
+            info["view"] = ui_hint(self.uri, self.sender.experiment_id, self.sender.run_id)
+        elif self.sender.last_error:
+            info["error"] = self.sender.last_error
 
     def _opened(self, run_id: str) -> None:
         # Runs on the sender's thread once MLflow accepted the run.
@@ -465,55 +642,48 @@ class Tracking(Plugin):
         except OSError:
             pass
 
-    def elapsed(self) -> float:
-        return self.elapsed_offset + (time.perf_counter() - self.started if self.started else 0.0)
-
     @hookimpl
     def hasten_log(self, state: State, metrics: dict[str, float], step: int) -> None:
         if self.sender is None:
             return
-        values = dict(metrics)
-        values["time/elapsed"] = self.elapsed()
-        # Evaluation batches carry the cumulative cost too (compare reads cost-to-target),
-        # unless the training metrics of this step already logged the same figure.
-        for key, value in state.flops.metrics().items():
-            if key not in values and self.last_cost.get(key) != (step, value):
-                values[key] = value
-        self.last_cost.update({k: (step, v) for k, v in values.items() if k.startswith("flops/")})
+        # The run record's row of this call (metrics + time/elapsed + cumulative cost), written to metrics.jsonl.
+        logged = state.scratch.get(LOGGED)
+        values = logged[1] if logged is not None and logged[0] is metrics else dict(metrics)
         stamp = int(time.time() * 1000)
         rows = [[key, float(value), stamp, step] for key, value in values.items()]
         for start in range(0, len(rows), MAX_METRICS_PER_REQUEST):
             self.sender.put({"op": "metrics", "metrics": rows[start : start + MAX_METRICS_PER_REQUEST]})
         for key, value in values.items():
             self.history[key].append((step, float(value)))
-        if self.history_file is not None:
-            clean = {k: (v if math.isfinite(v) else str(v)) for k, v in values.items()}
-            self.history_file.write(json.dumps({"step": step, "metrics": clean}) + "\n")
 
     @hookimpl
     def hasten_state_dict(self, state: State) -> dict[str, Any] | None:
         if not state.is_main:
             return None
-        if self.history_file is not None:
-            self.history_file.flush()
-        return {self.name: {"run_id": self.run_id or "", "elapsed": self.elapsed()}}
+        return {self.name: {"run_id": self.run_id or ""}}
 
     @hookimpl
     def hasten_fit_end(self, state: State) -> None:
         sender = self.sender
         if sender is None:
             return
-        if self.history_file is not None:
-            self.history_file.close()
-            self.history_file = None
+        if self.system_monitor is not None:
+            self.system_monitor.stop()
         if self.config.tracking.artifacts:
             for path, artifact_path in self._write_artifacts(state):
                 sender.put({"op": "artifact", "path": str(path), "artifact_path": artifact_path})
-        finished = state.step >= state.total_steps or (
+            model = self.config.model
+            sender.put({"op": "model", "name": model.name, "model_type": f"hasten/{self.config.task.name}",
+                        "params": {f"options.{k}": _param_value(v) for k, v in model.options.items()},
+                        "step": max(state.step - 1, 0)})
+        # A stop at the last step (e.g. non-finite final weights) is a stop, not a finished run.
+        finished = (state.stop_reason is None and state.step >= state.total_steps) or (
             state.should_stop is not None and state.stop_reason == state.should_stop
         )
         interrupted = any(name in (state.stop_reason or "") for name in ("SIGINT", "SIGTERM"))
         status = "FINISHED" if finished else "KILLED" if interrupted else "FAILED"
+        if not finished and state.stop_reason:
+            sender.put({"op": "tags", "tags": {"hasten.stop_reason": state.stop_reason[:5000]}})
         sender.put({"op": "end", "status": status})
         delivered = sender.flush(self.config.tracking.flush_timeout)
         left = [] if delivered else sender.close()
@@ -533,24 +703,26 @@ class Tracking(Plugin):
             path = write_fallback(self.run_dir, sender, left)
             info["fallback"] = str(path)
             print(
-                f"warning: tracking server {self.uri} unreachable ({sender.last_error}); "
+                f"warning: tracking {'server' if self.uri.startswith('http') else 'store'} {self.uri} "
+                f"{'unreachable' if self.uri.startswith('http') else 'could not be written'} ({sender.last_error}); "
                 f"{len(left)} operations saved to {path}; send them with `hasten sync {self.run_dir}`",
                 file=sys.stderr,
             )
 
     def _write_artifacts(self, state: State) -> list[tuple[Path, str | None]]:
         import torch
-        import yaml
 
         from hasten.builtins.plots import write_run_plots
 
         out = self.run_dir / ARTIFACT_DIR
         out.mkdir(parents=True, exist_ok=True)
-        config_path = out / "config.yaml"
-        config_path.write_text(yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
         weights_path = out / "weights.pt"
         torch.save({k: v.detach().cpu() for k, v in state.model.state_dict().items()}, weights_path)
-        files: list[tuple[Path, str | None]] = [(config_path, None), (weights_path, None)]
+        # config.yaml and summary.json: the run record wrote them to the run directory
+        files: list[tuple[Path, str | None]] = [
+            (self.run_dir / name, None) for name in (CONFIG_FILE, SUMMARY_FILE) if (self.run_dir / name).is_file()
+        ]
+        files.append((weights_path, None))
         try:
             plots = write_run_plots(self.history, self.config.eval.metric, out / "plots")
         except Exception as exc:
@@ -598,6 +770,10 @@ def sync_fallback(run_dir: str | Path, uri: str | None = None) -> dict[str, Any]
         try:
             if op["op"] == "open":
                 target = uri or op.get("uri") or resolve_uri(None)
+                from hasten.builtins.tracking_store import check_uri, prepare_store
+
+                check_uri(target, key="--uri")
+                prepare_store(target)  # a broken local store is named as such, not as "unreachable"
                 sender = Sender(target, background=False)
                 op = {**op, "run_id": op.get("run_id"), "experiment": op.get("experiment") or "hasten"}
                 sender.execute(op)

@@ -11,7 +11,7 @@ float (D,) "images", ``channels == D`` and ``source_resolution == 0``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from hasten.errors import UserError
+from hasten.errors import UserError, did_you_mean
 
 SPLITS = ("train", "val", "unlabeled")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -189,24 +189,9 @@ def split_labeled(
 
 def check_split(dataset: str, split: str) -> None:
     if split not in SPLITS:
-        raise UserError(f"dataset {dataset!r}: unknown split {split!r}; allowed: {', '.join(SPLITS)}")
-
-
-def reject_unknown_options(dataset: str, options: Mapping[str, Any], allowed: Iterable[str]) -> None:
-    """Raise UserError naming the first unknown option and the allowed ones."""
-    allowed_set = set(allowed)
-    for name in options:
-        if name not in allowed_set:
-            raise UserError(
-                f"dataset {dataset!r}: unknown option {name!r}; allowed: {', '.join(sorted(allowed_set)) or '(none)'}"
-            )
-
-
-def positive_int_option(dataset: str, options: Mapping[str, Any], name: str, default: int, minimum: int = 1) -> int:
-    value = options.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UserError(f"dataset {dataset!r}: option {name!r} must be an integer >= {minimum}, got {value!r}")
-    return value
+        raise UserError(
+            f"dataset {dataset!r}: unknown split {split!r}{did_you_mean(split, SPLITS)}; allowed: {', '.join(SPLITS)}"
+        )
 
 
 def resize_square_uint8(images: Tensor, resolution: int, chunk: int = 1024) -> Tensor:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image, read_file
 
@@ -26,12 +27,10 @@ from hasten.data.datasets import (
     ImageDataset,
     TensorImageDataset,
     check_split,
-    positive_int_option,
-    reject_unknown_options,
 )
 from hasten.data.procedural import CLASS_NAMES, NUM_CLASSES, STREAMS, render_scenes
 from hasten.errors import DataError, UserError
-from hasten.registry import REGISTRY
+from hasten.registry import REGISTRY, Options
 
 
 class DepthTensorDataset(TensorImageDataset):
@@ -50,30 +49,29 @@ class DepthTensorDataset(TensorImageDataset):
         return self.images[rows], self.labels[rows], {"depth": self.depth[rows]}
 
 
-@REGISTRY.datasets.register("procedural_depth")
+class ProceduralDepthOptions(Options):
+    """``data.options`` of ``data.dataset: procedural_depth``."""
+
+    train_size: int = Field(2000, ge=1, description="training images (with depth)")
+    val_size: int = Field(500, ge=1, description="validation images (with depth)")
+    unlabeled_size: int = Field(2000, ge=1, description="images of the unlabeled split (no depth)")
+    difficulty: float = Field(1.0, ge=0, description="clutter and jitter of the scenes (0 = clean)")
+    depth_scale: float = Field(
+        4.0, gt=0, description="render depths of 1-10 m are multiplied by this (4: 4-40 m, inside dispnet's range)"
+    )
+
+
+@REGISTRY.datasets.register("procedural_depth", options=ProceduralDepthOptions)
 def build_procedural_depth(
-    *, split: str, resolution: int, seed: int, path: str | None = None, **options: Any
+    *, split: str, resolution: int, seed: int, path: str | None = None, options: ProceduralDepthOptions
 ) -> DepthTensorDataset:
     """The procedural scenes with per-pixel depth: a tilted background plane and the object as a plate.
 
-    Options: train_size (2000), val_size (500), unlabeled_size (2000), difficulty (1.0),
-    depth_scale (4.0: render depths of 1-10 m become 4-40 m, inside dispnet's [2.4, 80] m range).
     The unlabeled split has images only.
     """
-    reject_unknown_options(
-        "procedural_depth", options, ("train_size", "val_size", "unlabeled_size", "difficulty", "depth_scale")
-    )
     check_split("procedural_depth", split)
-    defaults = {"train": 2000, "val": 500, "unlabeled": 2000}
-    sizes = {s: positive_int_option("procedural_depth", options, f"{s}_size", d) for s, d in defaults.items()}
-    numbers = {}
-    for name, default in (("difficulty", 1.0), ("depth_scale", 4.0)):
-        value = options.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or (
-            name == "depth_scale" and value == 0
-        ):
-            raise UserError(f"dataset 'procedural_depth': option {name!r} must be a number > 0, got {value!r}")
-        numbers[name] = float(value)
+    sizes = {"train": options.train_size, "val": options.val_size, "unlabeled": options.unlabeled_size}
+    numbers = {"difficulty": options.difficulty, "depth_scale": options.depth_scale}
     if not isinstance(resolution, int) or resolution < 1:
         raise UserError(f"dataset 'procedural_depth': resolution must be a positive integer, got {resolution!r}")
     images, labels, depth = render_scenes(
@@ -234,12 +232,20 @@ def kitti_frames(root: Path) -> dict[str, list[tuple[Path, Path, Path]]]:
     return drives
 
 
-@REGISTRY.datasets.register("kitti")
-def build_kitti(*, split: str, resolution: int, seed: int, path: str | None, **options: Any) -> KittiRawDataset:
-    """KITTI raw (see ``_KITTI_LAYOUT``). Options: val_drives (drive folder names; default: the last
-    drive when there are several, else every 10th frame). Splits: train, val (use
-    data.labeled_fraction for unlabeled frames)."""
-    reject_unknown_options("kitti", options, ("val_drives",))
+class KittiOptions(Options):
+    """``data.options`` of ``data.dataset: kitti``."""
+
+    val_drives: list[str] | None = Field(
+        None, description="drive folders of the val split; default: the last drive, or every 10th frame of one"
+    )
+
+
+@REGISTRY.datasets.register("kitti", options=KittiOptions)
+def build_kitti(
+    *, split: str, resolution: int, seed: int, path: str | None, options: KittiOptions
+) -> KittiRawDataset:
+    """KITTI raw with projected Velodyne depth. Splits: train, val (use data.labeled_fraction for unlabeled
+    frames)."""
     check_split("kitti", split)
     if split == "unlabeled":
         raise UserError(
@@ -255,10 +261,8 @@ def build_kitti(*, split: str, resolution: int, seed: int, path: str | None, **o
     drives = kitti_frames(root)
     if not drives:
         raise DataError(f"dataset 'kitti': no frames under {root}; expected {_KITTI_LAYOUT}")
-    val_drives = options.get("val_drives")
+    val_drives = options.val_drives
     if val_drives is not None:
-        if not isinstance(val_drives, list) or not all(isinstance(d, str) for d in val_drives):
-            raise UserError(f"dataset 'kitti': option 'val_drives' must be a list of drive names, got {val_drives!r}")
         unknown = sorted(set(val_drives) - set(drives))
         if unknown:
             raise UserError(f"dataset 'kitti': val_drives {unknown} not found; drives: {', '.join(drives)}")

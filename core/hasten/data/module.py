@@ -19,8 +19,8 @@ from hasten.registry import REGISTRY
 def build_dataset(
     name: str, *, split: str, resolution: int, seed: int, path: str | None, options: dict[str, Any], key: str
 ) -> Any:
-    factory = REGISTRY.datasets.get(name, key=f"{key}.dataset")
-    return factory(split=split, resolution=resolution, seed=seed, path=path, **options)
+    component = REGISTRY.datasets.get(name, key=f"{key}.dataset")
+    return component.build(options, key=f"{key}.options", split=split, resolution=resolution, seed=seed, path=path)
 
 
 def _is_vector_data(dataset: Any) -> bool:
@@ -51,20 +51,21 @@ class DataModule:
         seed = config.run.seed
         options = dict(data.options)
         if data.skip_corrupt:  # readers that decode files per sample (imagefolder) take it as an option
+            # (config validation refused data.skip_corrupt for a dataset whose options lack it)
             options.setdefault("skip_corrupt", True)
         common: dict[str, Any] = {"resolution": data.resolution, "seed": seed, "path": data.path, "options": options}
         self.skipped_files: list[str] = []
-        try:
-            train = build_dataset(data.dataset, split="train", key="data", **common)
-        except UserError as exc:
-            # A reader that loads everything up front rejects the option: say which setting caused it.
-            if data.skip_corrupt and "skip_corrupt" not in data.options and "'skip_corrupt'" in str(exc):
-                raise UserError(
-                    f"data.skip_corrupt: dataset {data.dataset!r} reads its files when it is built, so there is "
-                    "nothing to skip per sample; allowed only with datasets that decode files lazily (imagefolder)"
-                ) from None
-            raise
+        train = build_dataset(data.dataset, split="train", key="data", **common)
         self.val = build_dataset(data.dataset, split="val", key="data", **common)
+        if data.train_samples is not None:
+            from hasten.data.datasets import IndexedSubset
+
+            if data.train_samples > len(train):
+                raise UserError(f"data.train_samples: {data.train_samples} is more than the {len(train)} training "
+                                f"samples of data.dataset {data.dataset!r}; allowed: 1 to {len(train)}")
+            # Fixed generator seed: every run.seed trains on the same subset, so seeds vary only the training.
+            chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: data.train_samples]
+            train = IndexedSubset(train, chosen.sort().values)
         self.unlabeled: Any = None
         self.unlabeled_batch_size = 0
         if data.labeled_fraction is not None or data.labels_per_class is not None:
@@ -174,6 +175,19 @@ class DataModule:
 
     def val_batches(self, batch_size: int) -> Iterator[Batch]:
         return eval_batches(self.val, batch_size, self.rank, self.world_size, on_skipped=self.record_skipped)
+
+    def train_subset_batches(self, batch_size: int, size: int) -> Iterator[Batch]:
+        """``size`` training samples, evenly spaced over the training set and always the same, in order.
+
+        Read like the validation set (no augmentation): the training-set metric that shows how far a run
+        is from fitting its data (``eval.train_subset``).
+        """
+        from hasten.data.datasets import IndexedSubset
+
+        total = len(self.train)
+        count = min(size, total)
+        subset = IndexedSubset(self.train, [i * total // count for i in range(count)])
+        return eval_batches(subset, batch_size, self.rank, self.world_size, on_skipped=self.record_skipped)
 
     def record_skipped(self, files: list[str]) -> None:
         """Count unreadable files a dataset skipped (``data.skip_corrupt``) and name each once on stderr."""

@@ -17,20 +17,16 @@ same at every resolution. Splits use different streams and never share samples.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, overload
+from typing import Literal, overload
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from hasten.data.datasets import (
-    TensorImageDataset,
-    check_split,
-    positive_int_option,
-    reject_unknown_options,
-)
+from hasten.data.datasets import TensorImageDataset, check_split
 from hasten.errors import UserError
-from hasten.registry import REGISTRY
+from hasten.registry import REGISTRY, Options
 
 CLASS_NAMES = (
     "disc",
@@ -344,24 +340,25 @@ class ProceduralDataset(TensorImageDataset):
         self.colours = colours
 
 
-@REGISTRY.datasets.register("procedural")
-def build_procedural(
-    *, split: str, resolution: int, seed: int, path: str | None = None, **options: Any
-) -> ProceduralDataset:
-    """Options: train_size (5000), val_size (1000), unlabeled_size (5000), difficulty (1.0), colours
-    ("random" or "fixed", see :func:`render_scenes`); ``path`` is unused."""
-    reject_unknown_options(
-        "procedural", options, ("train_size", "val_size", "unlabeled_size", "difficulty", "colours")
+class ProceduralOptions(Options):
+    """``data.options`` of ``data.dataset: procedural``."""
+
+    train_size: int = Field(5000, ge=1, description="training images")
+    val_size: int = Field(1000, ge=1, description="validation images")
+    unlabeled_size: int = Field(5000, ge=1, description="images of the unlabeled split (no labels)")
+    difficulty: float = Field(1.0, ge=0, description="clutter and jitter of the scenes (0 = clean)")
+    colours: Literal["random", "fixed"] = Field(
+        "random", description="random colours, or fixed grey levels (short SSL runs need them: docs/ssl.md)"
     )
+
+
+@REGISTRY.datasets.register("procedural", options=ProceduralOptions)
+def build_procedural(
+    *, split: str, resolution: int, seed: int, path: str | None = None, options: ProceduralOptions
+) -> ProceduralDataset:
+    """Embedded procedural scenes, 10 classes, rendered at any resolution (``path`` is unused)."""
     check_split("procedural", split)
-    defaults = {"train": 5000, "val": 1000, "unlabeled": 5000}
-    sizes = {s: positive_int_option("procedural", options, f"{s}_size", d) for s, d in defaults.items()}
-    difficulty = options.get("difficulty", 1.0)
-    if isinstance(difficulty, bool) or not isinstance(difficulty, int | float) or difficulty < 0:
-        raise UserError(f"dataset 'procedural': option 'difficulty' must be a number >= 0, got {difficulty!r}")
     if not isinstance(resolution, int) or resolution < 1:
         raise UserError(f"dataset 'procedural': resolution must be a positive integer, got {resolution!r}")
-    colours = options.get("colours", "random")
-    if colours not in COLOURS:
-        raise UserError(f"dataset 'procedural': option 'colours' must be one of {', '.join(COLOURS)}, got {colours!r}")
-    return ProceduralDataset(split, sizes[split], resolution, seed, float(difficulty), colours)
+    sizes = {"train": options.train_size, "val": options.val_size, "unlabeled": options.unlabeled_size}
+    return ProceduralDataset(split, sizes[split], resolution, seed, options.difficulty, options.colours)

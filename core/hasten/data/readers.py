@@ -1,7 +1,7 @@
 """Readers of the data formats users have: ImageFolder trees, CIFAR-10 python
 batches, MNIST-style IDX files and .npz arrays. Each is registered in
-``REGISTRY.datasets`` with the factory signature
-``factory(*, split, resolution, seed, path, **options) -> ImageDataset``.
+``REGISTRY.datasets`` with its options model and the factory signature
+``factory(*, split, resolution, seed, path, options) -> ImageDataset``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image, read_file
 
@@ -25,11 +26,10 @@ from hasten.data.datasets import (
     TensorImageDataset,
     channel_stats,
     check_split,
-    reject_unknown_options,
     resize_square_uint8,
 )
 from hasten.errors import DataError, UserError
-from hasten.registry import REGISTRY
+from hasten.registry import REGISTRY, Options
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -139,21 +139,33 @@ def _find_split_dir(root: Path, split: str) -> Path | None:
     return None
 
 
+def _class_dirs(directory: Path) -> list[Path]:
+    """The class sub-directories, sorted; hidden ones (.ipynb_checkpoints, .git) are not classes."""
+    return sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def _image_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-@REGISTRY.datasets.register("imagefolder")
+class ImageFolderOptions(Options):
+    """``data.options`` of ``data.dataset: imagefolder``."""
+
+    cache: bool = Field(False, description="keep decoded images in memory after the first epoch")
+    skip_corrupt: bool = Field(False, description="replace an unreadable file by the next readable one "
+                               "(data.skip_corrupt sets it)")
+
+
+@REGISTRY.datasets.register("imagefolder", options=ImageFolderOptions)
 def build_imagefolder(
-    *, split: str, resolution: int, seed: int, path: str | None, **options: Any
+    *, split: str, resolution: int, seed: int, path: str | None, options: ImageFolderOptions
 ) -> ImageFolderDataset:
-    """Options: cache (False), skip_corrupt (False). Split dirs: train, val|validation, unlabeled.
+    """An ImageFolder tree ``path/{train,val}/<class>/*.jpg|png``. Split dirs: train, val|validation, unlabeled.
 
     The class list is the sorted sub-directories of ``train`` (or of the split
     itself when there is no train dir); an ``unlabeled`` dir may hold images
     directly or in sub-directories, and all of them get label -1.
     """
-    reject_unknown_options("imagefolder", options, ("cache", "skip_corrupt"))
     check_split("imagefolder", split)
     size = _resolution_or_native("imagefolder", resolution)
     if size is None:
@@ -164,7 +176,7 @@ def build_imagefolder(
         names = " or ".join(str(root / name) for name in _SPLIT_DIRS[split])
         raise DataError(f"dataset 'imagefolder': split directory {names} not found; expected {_FOLDER_LAYOUT}")
     class_root = _find_split_dir(root, "train") or split_dir
-    classes = sorted(p.name for p in class_root.iterdir() if p.is_dir())
+    classes = [p.name for p in _class_dirs(class_root)]
     files: list[Path] = []
     labels: list[int] = []
     if split == "unlabeled":
@@ -176,10 +188,17 @@ def build_imagefolder(
         if not classes:
             raise DataError(f"dataset 'imagefolder': no class directories in {class_root}; expected {_FOLDER_LAYOUT}")
         index = {name: i for i, name in enumerate(classes)}
-        for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        for class_dir in _class_dirs(split_dir):
             if class_dir.name not in index:
                 raise DataError(f"dataset 'imagefolder': class directory {class_dir} is not among the train classes")
             found = _image_files(class_dir)
+            if not found:
+                others = sorted(p.name for p in class_dir.iterdir())
+                seen = f" (it holds {len(others)} other entries, e.g. {others[0]})" if others else " (it is empty)"
+                raise DataError(
+                    f"dataset 'imagefolder': class directory {class_dir} holds no .jpg/.jpeg/.png image{seen}; "
+                    "every class needs at least one: add images or remove the folder"
+                )
             files += found
             labels += [index[class_dir.name]] * len(found)
     if not files:
@@ -191,8 +210,8 @@ def build_imagefolder(
         labels,
         classes,
         size,
-        cache=bool(options.get("cache", False)),
-        skip_corrupt=bool(options.get("skip_corrupt", False)),
+        cache=options.cache,
+        skip_corrupt=options.skip_corrupt,
     )
 
 
@@ -245,10 +264,15 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32), label_array
 
 
-@REGISTRY.datasets.register("cifar10")
-def build_cifar10(*, split: str, resolution: int, seed: int, path: str | None, **options: Any) -> TensorImageDataset:
-    """CIFAR-10 "python" batches; ``path`` is ``cifar-10-batches-py`` or its parent. No options."""
-    reject_unknown_options("cifar10", options, ())
+class Cifar10Options(Options):
+    """``data.dataset: cifar10`` has no options."""
+
+
+@REGISTRY.datasets.register("cifar10", options=Cifar10Options)
+def build_cifar10(
+    *, split: str, resolution: int, seed: int, path: str | None, options: Cifar10Options
+) -> TensorImageDataset:
+    """CIFAR-10 "python" batches; ``path`` is ``cifar-10-batches-py`` or its parent."""
     check_split("cifar10", split)
     if split == "unlabeled":
         raise UserError("dataset 'cifar10' has no unlabeled split; use data.labeled_fraction to hide train labels")
@@ -301,19 +325,22 @@ def _find_idx(root: Path, prefix: str, kind: str) -> Path:
     raise DataError(f"IDX file {candidates[0]} (or .gz) is missing")
 
 
-@REGISTRY.datasets.register("idx")
-def build_idx(*, split: str, resolution: int, seed: int, path: str | None, **options: Any) -> TensorImageDataset:
+class IdxOptions(Options):
+    """``data.options`` of ``data.dataset: idx``."""
+
+    num_classes: int = Field(10, ge=1, description="number of classes (labels 0..num_classes-1)")
+
+
+@REGISTRY.datasets.register("idx", options=IdxOptions)
+def build_idx(*, split: str, resolution: int, seed: int, path: str | None, options: IdxOptions) -> TensorImageDataset:
     """MNIST-style IDX files: train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-* for val.
 
-    Options: num_classes (10). mean/std are computed from the train images.
+    mean/std are computed from the train images.
     """
-    reject_unknown_options("idx", options, ("num_classes",))
     check_split("idx", split)
     if split == "unlabeled":
         raise UserError("dataset 'idx' has no unlabeled split; use data.labeled_fraction to hide train labels")
-    num_classes = options.get("num_classes", 10)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise UserError(f"dataset 'idx': option 'num_classes' must be a positive integer, got {num_classes!r}")
+    num_classes = options.num_classes
     root = _require_path("idx", path, "a directory with train-/t10k- images-idx3-ubyte and labels-idx1-ubyte[.gz]")
     prefix = "train" if split == "train" else "t10k"
     image_file, label_file = _find_idx(root, prefix, "images"), _find_idx(root, prefix, "labels")
@@ -383,18 +410,25 @@ def _stratified_val(labels: Tensor, fraction: float, seed: int) -> Tensor:
     return is_val
 
 
-@REGISTRY.datasets.register("npz")
-def build_npz(*, split: str, resolution: int, seed: int, path: str | None, **options: Any) -> TensorImageDataset:
+class NpzOptions(Options):
+    """``data.options`` of ``data.dataset: npz``."""
+
+    val_fraction: float = Field(
+        0.1, ge=0, lt=1, description="share of images/labels held out as val (files without x_val only)"
+    )
+    num_classes: int | None = Field(None, ge=1, description="number of classes; default: the largest label + 1")
+
+
+@REGISTRY.datasets.register("npz", options=NpzOptions)
+def build_npz(*, split: str, resolution: int, seed: int, path: str | None, options: NpzOptions) -> TensorImageDataset:
     """A .npz file with x_train, y_train, x_val, y_val (optional x_unlabeled), or images, labels.
 
     With only images/labels, val is a deterministic stratified ``val_fraction``
     (default 0.1) of them, chosen by ``seed``. Images: uint8 or float in [0, 1],
     NHWC, NCHW or NHW (1 or 3 channels). Vector data: float (N, D), returned as
     float "images" with channels = D and source_resolution = 0 (no resizing).
-    Options: val_fraction (0.1), num_classes (default: largest label + 1).
     Loaded with allow_pickle=False.
     """
-    reject_unknown_options("npz", options, ("val_fraction", "num_classes"))
     check_split("npz", split)
     file = _require_path("npz", path, "a .npz file with x_train, y_train, x_val, y_val (or images, labels)")
     try:
@@ -402,9 +436,7 @@ def build_npz(*, split: str, resolution: int, seed: int, path: str | None, **opt
             arrays = {name: archive[name] for name in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
         raise DataError(f"cannot read npz file {file}: {error}") from error
-    fraction = options.get("val_fraction", 0.1)
-    if not isinstance(fraction, int | float) or not 0 <= fraction < 1:
-        raise UserError(f"dataset 'npz': option 'val_fraction' must be in [0, 1), got {fraction!r}")
+    fraction = options.val_fraction
 
     def pair(x_key: str, y_key: str | None) -> tuple[Tensor, Tensor]:
         source = f"npz file {file}, array {x_key!r}"
@@ -448,7 +480,9 @@ def build_npz(*, split: str, resolution: int, seed: int, path: str | None, **opt
             f"npz file {file}: {split} arrays have shape {tuple(images.shape)}, train {tuple(train[0].shape)}"
         )
     known = train[1][train[1] >= 0]
-    num_classes = options.get("num_classes", int(known.max()) + 1 if len(known) else 0)
+    num_classes = options.num_classes if options.num_classes is not None else (
+        int(known.max()) + 1 if len(known) else 0
+    )
     if labels.numel() and int(labels.max()) >= num_classes:
         raise DataError(f"npz file {file}: label {int(labels.max())} >= num_classes {num_classes}")
     mean, std = channel_stats(train[0])

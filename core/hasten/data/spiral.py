@@ -12,14 +12,13 @@ classes kept in ``hidden_labels``), ``val`` a dense held-out set (1000 per class
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from hasten.data.datasets import TensorImageDataset, check_split, positive_int_option, reject_unknown_options
-from hasten.errors import UserError
-from hasten.registry import REGISTRY
+from hasten.data.datasets import TensorImageDataset, check_split
+from hasten.registry import REGISTRY, Options
 
 STREAMS = {"train": 0, "val": 1, "unlabeled": 2}
 
@@ -53,26 +52,22 @@ class SpiralDataset(TensorImageDataset):
         self.split = split
 
 
-@REGISTRY.datasets.register("spiral")
-def build_spiral(*, split: str, resolution: int, seed: int, path: str | None = None, **options: Any) -> SpiralDataset:
-    """Options: labeled_per_class (25), unlabeled_per_class (200), val_per_class (1000), turns (2.5), noise (0.04).
+class SpiralOptions(Options):
+    """``data.options`` of ``data.dataset: spiral``."""
 
-    ``resolution`` and ``path`` do not apply (vector data).
-    """
-    reject_unknown_options(
-        "spiral", options, ("labeled_per_class", "unlabeled_per_class", "val_per_class", "turns", "noise")
-    )
+    labeled_per_class: int = Field(25, ge=1, description="training points per class (labelled)")
+    unlabeled_per_class: int = Field(200, ge=1, description="unlabeled points per class")
+    val_per_class: int = Field(1000, ge=1, description="validation points per class")
+    turns: float = Field(2.5, gt=0, description="turns of each spiral arm")
+    noise: float = Field(0.04, ge=0, description="Gaussian noise added to the points")
+
+
+@REGISTRY.datasets.register("spiral", options=SpiralOptions)
+def build_spiral(
+    *, split: str, resolution: int, seed: int, path: str | None = None, options: SpiralOptions
+) -> SpiralDataset:
+    """Two interleaved 2-D spirals (vector data; ``resolution`` and ``path`` do not apply)."""
     check_split("spiral", split)
-    sizes = {
-        "train": positive_int_option("spiral", options, "labeled_per_class", 25),
-        "unlabeled": positive_int_option("spiral", options, "unlabeled_per_class", 200),
-        "val": positive_int_option("spiral", options, "val_per_class", 1000),
-    }
-    values = {}
-    for name, default in (("turns", 2.5), ("noise", 0.04)):
-        value = options.get(name, default)
-        bad_turns = name == "turns" and value == 0
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or bad_turns:
-            raise UserError(f"dataset 'spiral': option {name!r} must be a number > 0 (noise >= 0), got {value!r}")
-        values[name] = float(value)
-    return SpiralDataset(split, sizes[split], seed, values["turns"], values["noise"])
+    sizes = {"train": options.labeled_per_class, "unlabeled": options.unlabeled_per_class,
+             "val": options.val_per_class}
+    return SpiralDataset(split, sizes[split], seed, options.turns, options.noise)

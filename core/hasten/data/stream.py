@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from hasten.batch import Batch
+from hasten.errors import DataError, UserError
 
 
 def epoch_permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
@@ -98,6 +99,23 @@ class IndexedDataset(Dataset[Any]):
         return self.__getitems__([index])
 
     def __getitems__(self, indices: list[int]) -> dict[str, Any]:
+        in_worker = get_worker_info() is not None
+        try:
+            return self._fetch(indices)
+        except OSError as exc:  # a data file missing or unreadable that the dataset did not name itself
+            if not in_worker:
+                raise DataError(f"cannot read data: {exc}") from None
+            return {"error": f"cannot read data: {exc}", "user_error": True}
+        except Exception as exc:
+            if not in_worker:
+                raise
+            # In a DataLoader worker an exception would reach the user wrapped in torch's re-raise (the
+            # worker's traceback inside the main one). Send its message; the main process raises it.
+            if isinstance(exc, UserError):
+                return {"error": str(exc), "user_error": True}
+            return {"error": f"{type(exc).__name__} in a DataLoader worker: {exc}", "user_error": False}
+
+    def _fetch(self, indices: list[int]) -> dict[str, Any]:
         if hasattr(self.dataset, "__getitems__"):
             fetched = self.dataset.__getitems__(indices)
         else:
@@ -167,6 +185,8 @@ def torch_stream(
         generator=torch.Generator().manual_seed(seed),
     )
     for item in loader:
+        if "error" in item:
+            raise (DataError if item["user_error"] else RuntimeError)(item["error"])
         if item["skipped"] and on_skipped is not None:
             on_skipped(item["skipped"])
         yield to_batch(item)

@@ -20,7 +20,6 @@ from hasten.models.common import (
     legal_resolution,
     make_head,
     model_unchanged,
-    reject_unknown_options,
 )
 from hasten.models.mlp import MLP
 from hasten.models.resnet import SmallResNet, TorchvisionResNet
@@ -35,14 +34,16 @@ def build_model(
     in_channels: int,
     options: Mapping[str, Any] | None = None,
     key: str | None = None,
+    options_key: str = "model.options",
 ) -> Backbone:
-    """Build the registered model ``name``; ``key`` (a config path) prefixes lookup errors.
+    """Build the registered model ``name`` with ``options`` (validated against its options model);
+    ``key`` (a config path) prefixes lookup errors, ``options_key`` those of the options.
 
     Typed as :class:`Backbone` (every built-in is one); a plugin's model must
     provide the same attributes.
     """
-    builder = REGISTRY.models.get(name, key=key)
-    return cast(Backbone, builder(num_classes=num_classes, in_channels=in_channels, **dict(options or {})))
+    component = REGISTRY.models.get(name, key=key)
+    return cast(Backbone, component.build(options, key=options_key, num_classes=num_classes, in_channels=in_channels))
 
 
 def check_resolution(model: nn.Module, resolution: int, key: str) -> None:
@@ -80,7 +81,6 @@ __all__ = [
     "make_head",
     "mlp",
     "model_unchanged",
-    "reject_unknown_options",
     "resnet",
     "sincos_2d",
     "vit",

@@ -1,25 +1,14 @@
-"""Shared pieces of the model builders: the model contract and option checking."""
+"""Shared pieces of the model builders: the model contract and the classifier head."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from hasten.errors import UserError
-
-
-def reject_unknown_options(model: str, options: Mapping[str, Any], allowed: Iterable[str]) -> None:
-    """Raise UserError naming the first unknown option and the allowed ones."""
-    allowed_set = set(allowed)
-    for name in options:
-        if name not in allowed_set:
-            raise UserError(
-                f"model {model!r}: unknown option {name!r}; allowed: {', '.join(sorted(allowed_set)) or '(none)'}"
-            )
 
 
 def make_head(num_features: int, num_classes: int) -> nn.Module:

@@ -13,15 +13,14 @@ prediction conv. Each prediction X_i becomes depth
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from hasten.errors import UserError
-from hasten.models.common import reject_unknown_options
-from hasten.registry import REGISTRY
+from hasten.registry import REGISTRY, Options
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -112,15 +111,16 @@ class DispNet(nn.Module):
         return tuple(reversed(depths))
 
 
-@REGISTRY.models.register("dispnet")
-def build_dispnet(*, num_classes: int, in_channels: int, **options: Any) -> DispNet:
-    """Options: widths ([32, 64, 128, 256]), scales (default: every one of the len(widths) decoder levels),
-    disp_scale (0.4), disp_min (0.0125); ``num_classes`` is unused."""
-    reject_unknown_options("dispnet", options, ("widths", "scales", "disp_scale", "disp_min"))
-    return DispNet(
-        in_channels,
-        options.get("widths", (32, 64, 128, 256)),
-        None if options.get("scales") is None else int(options["scales"]),
-        float(options.get("disp_scale", 0.4)),
-        float(options.get("disp_min", 0.0125)),
-    )
+class DispNetOptions(Options):
+    """``model.options`` of ``model.name: dispnet``."""
+
+    widths: list[int] = Field([32, 64, 128, 256], description="encoder stage widths (>= 2 positive entries)")
+    scales: int | None = Field(None, description="decoder levels that predict depth; default: all len(widths)")
+    disp_scale: float = Field(0.4, description="depth = 1 / (disp_scale * sigmoid + disp_min)")
+    disp_min: float = Field(0.0125, description="see disp_scale: the largest depth is 1 / disp_min")
+
+
+@REGISTRY.models.register("dispnet", options=DispNetOptions)
+def build_dispnet(*, num_classes: int, in_channels: int, options: DispNetOptions) -> DispNet:
+    """DispNet-style encoder-decoder returning depth maps at several scales (``num_classes`` is unused)."""
+    return DispNet(in_channels, options.widths, options.scales, options.disp_scale, options.disp_min)

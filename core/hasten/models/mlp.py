@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated
 
+from pydantic import Field
 from torch import Tensor, nn
 
 from hasten.errors import UserError
-from hasten.models.common import Backbone, make_head, reject_unknown_options
-from hasten.registry import REGISTRY
+from hasten.models.common import Backbone, make_head
+from hasten.registry import REGISTRY, Options
 
 
 class MLP(Backbone):
@@ -46,10 +47,16 @@ class MLP(Backbone):
         return features
 
 
-@REGISTRY.models.register("mlp")
-def build_mlp(*, num_classes: int, in_channels: int, **options: Any) -> MLP:
-    """Options: in_features (default in_channels), hidden ([64, 64, 64, 64]), batchnorm (True)."""
-    reject_unknown_options("mlp", options, ("in_features", "hidden", "batchnorm"))
-    in_features = int(options.get("in_features", in_channels))
-    hidden = [int(h) for h in options.get("hidden", (64, 64, 64, 64))]
-    return MLP(num_classes, in_features, hidden, bool(options.get("batchnorm", True)))
+class MLPOptions(Options):
+    """``model.options`` of ``model.name: mlp``."""
+
+    in_features: int | None = Field(None, ge=1, description="input features; default: the data's channels")
+    hidden: list[Annotated[int, Field(ge=1)]] = Field([64, 64, 64, 64], description="hidden layer widths")
+    batchnorm: bool = Field(True, description="BatchNorm after each hidden layer")
+
+
+@REGISTRY.models.register("mlp", options=MLPOptions)
+def build_mlp(*, num_classes: int, in_channels: int, options: MLPOptions) -> MLP:
+    """A multi-layer perceptron for vector data (Linear-BN-ReLU blocks)."""
+    in_features = options.in_features if options.in_features is not None else in_channels
+    return MLP(num_classes, in_features, list(options.hidden), options.batchnorm)

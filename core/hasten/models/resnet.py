@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torchvision
+from pydantic import Field
 from torch import Tensor, nn
 
 from hasten.errors import UserError
-from hasten.models.common import Backbone, make_head, reject_unknown_options
-from hasten.registry import REGISTRY
+from hasten.models.common import Backbone, make_head
+from hasten.registry import REGISTRY, Options
 
 
 class BasicBlock(nn.Module):
@@ -110,34 +111,41 @@ class TorchvisionResNet(Backbone):
         return features
 
 
-@REGISTRY.models.register("small_resnet")
-def build_small_resnet(*, num_classes: int, in_channels: int, **options: Any) -> SmallResNet:
-    """Options: width (16), blocks ((1,1,1,1)), stem_stride (1)."""
-    reject_unknown_options("small_resnet", options, ("width", "blocks", "stem_stride"))
-    blocks = options.get("blocks", (1, 1, 1, 1))
+class SmallResNetOptions(Options):
+    """``model.options`` of ``model.name: small_resnet``."""
+
+    width: int = Field(16, ge=1, description="channels of the first stage (stages: width x 1, 2, 4, 8)")
+    blocks: list[Annotated[int, Field(ge=1)]] = Field(
+        [1, 1, 1, 1], min_length=1, description="BasicBlocks per stage (one stage per entry)"
+    )
+    stem_stride: Literal[1, 2] = Field(1, description="stride of the 3x3 stem")
+
+
+@REGISTRY.models.register("small_resnet", options=SmallResNetOptions)
+def build_small_resnet(*, num_classes: int, in_channels: int, options: SmallResNetOptions) -> SmallResNet:
+    """A ResNet for 32-64 px images on CPU: 3x3 stem, BasicBlock stages."""
     return SmallResNet(
-        num_classes,
-        in_channels,
-        width=int(options.get("width", 16)),
-        blocks=tuple(int(b) for b in blocks),
-        stem_stride=int(options.get("stem_stride", 1)),
+        num_classes, in_channels, width=options.width, blocks=tuple(options.blocks), stem_stride=options.stem_stride
     )
 
 
+class TorchvisionResNetOptions(Options):
+    """``model.options`` of ``model.name: resnet18`` / ``resnet50``."""
+
+    small_stem: bool = Field(False, description="3x3 stride-1 stem without max-pool, for 32-64 px images")
+    zero_init_residual: bool = Field(False, description="zero-initialise the last BatchNorm of each block")
+
+
 def _torchvision_builder(arch: str) -> Any:
-    def build(*, num_classes: int, in_channels: int, **options: Any) -> TorchvisionResNet:
-        reject_unknown_options(arch, options, ("small_stem", "zero_init_residual"))
+    def build(*, num_classes: int, in_channels: int, options: TorchvisionResNetOptions) -> TorchvisionResNet:
         return TorchvisionResNet(
-            arch,
-            num_classes,
-            in_channels,
-            small_stem=bool(options.get("small_stem", False)),
-            zero_init_residual=bool(options.get("zero_init_residual", False)),
+            arch, num_classes, in_channels, small_stem=options.small_stem,
+            zero_init_residual=options.zero_init_residual,
         )
 
-    build.__doc__ = f"torchvision {arch}; options: small_stem (False), zero_init_residual (False)."
+    build.__doc__ = f"torchvision {arch} (randomly initialised)."
     return build
 
 
-REGISTRY.models.add("resnet18", _torchvision_builder("resnet18"))
-REGISTRY.models.add("resnet50", _torchvision_builder("resnet50"))
+REGISTRY.models.add("resnet18", _torchvision_builder("resnet18"), options=TorchvisionResNetOptions)
+REGISTRY.models.add("resnet50", _torchvision_builder("resnet50"), options=TorchvisionResNetOptions)

@@ -13,11 +13,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, create_model
 from torch import Tensor, nn
 
 from hasten.errors import UserError
-from hasten.models.common import Backbone, make_head, reject_unknown_options
-from hasten.registry import REGISTRY
+from hasten.models.common import Backbone, make_head
+from hasten.registry import REGISTRY, Options
 
 
 def sincos_1d(dim: int, positions: Tensor) -> Tensor:
@@ -145,40 +146,48 @@ class VisionTransformer(Backbone):
         return features
 
 
-_VIT_OPTIONS = ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "ref_resolution")
+#: (type, description) of each ViT option; the variants differ in the defaults
+_VIT_FIELDS: dict[str, tuple[type, str, dict[str, Any]]] = {
+    "patch_size": (int, "side of the square patches (inputs must be a multiple)", {"ge": 1}),
+    "embed_dim": (int, "token width (a multiple of num_heads)", {"ge": 1}),
+    "depth": (int, "transformer blocks", {"ge": 1}),
+    "num_heads": (int, "attention heads", {"ge": 1}),
+    "mlp_ratio": (float, "MLP hidden width / embed_dim", {"gt": 0}),
+    "ref_resolution": (int, "resolution whose patch grid the sin-cos positions are laid out for", {"ge": 1}),
+}
 
 
-def _vit_builder(name: str, defaults: dict[str, Any]) -> Any:
-    def build(*, num_classes: int, in_channels: int, **options: Any) -> VisionTransformer:
-        reject_unknown_options(name, options, _VIT_OPTIONS)
-        settings = {**defaults, **options}
-        return VisionTransformer(
-            num_classes,
-            in_channels,
-            patch_size=int(settings["patch_size"]),
-            embed_dim=int(settings["embed_dim"]),
-            depth=int(settings["depth"]),
-            num_heads=int(settings["num_heads"]),
-            mlp_ratio=float(settings["mlp_ratio"]),
-            ref_resolution=int(settings["ref_resolution"]),
-        )
+def _vit_options(name: str, defaults: dict[str, Any]) -> type[Options]:
+    fields: dict[str, Any] = {
+        key: (kind, Field(defaults[key], description=text, **bounds))
+        for key, (kind, text, bounds) in _VIT_FIELDS.items()
+    }
+    model: type[Options] = create_model(  # type: ignore[call-overload]
+        f"{name}_options", __base__=Options, __doc__=f"``model.options`` of ``model.name: {name}``.", **fields
+    )
+    return model
 
-    build.__doc__ = f"ViT; options {', '.join(_VIT_OPTIONS)}; defaults {defaults}."
+
+def _vit_builder(name: str) -> Any:
+    def build(*, num_classes: int, in_channels: int, options: Any) -> VisionTransformer:
+        return VisionTransformer(num_classes, in_channels, **options.model_dump())
+
+    build.__doc__ = f"Vision Transformer {name}: multi-resolution, fixed 2-D sin-cos positions."
     return build
 
 
 REGISTRY.models.add(
     "vit_s16",
-    _vit_builder(
-        "vit_s16",
-        dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0, ref_resolution=224),
+    _vit_builder("vit_s16"),
+    options=_vit_options(
+        "vit_s16", dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0, ref_resolution=224)
     ),
 )
 REGISTRY.models.add(
     "vit_tiny",
-    _vit_builder(
-        "vit_tiny",
-        dict(patch_size=4, embed_dim=96, depth=4, num_heads=3, mlp_ratio=4.0, ref_resolution=224),
+    _vit_builder("vit_tiny"),
+    options=_vit_options(
+        "vit_tiny", dict(patch_size=4, embed_dim=96, depth=4, num_heads=3, mlp_ratio=4.0, ref_resolution=224)
     ),
 )
 

@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 import torch.distributed as dist
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 from torch import nn
 
 from hasten.config import Config, format_validation_error
 from hasten.data.augment import AugmentPolicy, ViewSpec
 from hasten.errors import UserError
+from hasten.registry import Options
 
 if TYPE_CHECKING:
     from hasten.accounting import FlopAccountant
@@ -20,8 +21,8 @@ if TYPE_CHECKING:
     from hasten.state import Batch, State, StepOutput
 
 
-class NoOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NoOptions(Options):
+    """A task without options."""
 
 
 class Task:
@@ -35,6 +36,9 @@ class Task:
     Options: ClassVar[type[BaseModel]] = NoOptions
     #: how many augmented views of each image a training step uses
     num_views: int = 1
+    #: the metrics ``evaluate`` returns (eval.metric is checked against them before a run starts);
+    #: None: not declared, not checked
+    metrics: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, config: Config, info: DataInfo) -> None:
         self.config = config
@@ -42,7 +46,8 @@ class Task:
         try:
             self.options: Any = self.Options.model_validate(config.task.options)
         except ValidationError as exc:
-            raise UserError(format_validation_error(exc, config.task.options, prefix="task.options")) from None
+            message = format_validation_error(exc, config.task.options, prefix="task.options", model=self.Options)
+            raise UserError(message) from None
         self.model: nn.Module = nn.Identity()
 
     # -- hooks' defaults

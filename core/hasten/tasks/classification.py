@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from hasten.config import Config
@@ -13,19 +15,21 @@ from hasten.data.stream import DataInfo
 from hasten.errors import UserError
 from hasten.models import build_model
 from hasten.models.common import model_unchanged
-from hasten.registry import REGISTRY
+from hasten.registry import REGISTRY, Options
 from hasten.state import Batch, State, StepOutput
 from hasten.tasks.base import Task, all_reduce_sum
 
 
-class ClassificationOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+class ClassificationOptions(Options):
+    """``task.options`` of ``task.name: classification``."""
+
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing (0 = none)")
 
 
 class ClassificationTask(Task):
     name = "classification"
     Options = ClassificationOptions
+    metrics = ("val/loss", "val/acc1", "val/acc5")
 
     def __init__(self, config: Config, info: DataInfo) -> None:
         super().__init__(config, info)
@@ -39,6 +43,7 @@ class ClassificationTask(Task):
             num_classes=info.num_classes,
             in_channels=info.channels,
             options=config.model.options,
+            key="model.name",
         )
         self.policy = self.augment_policy()
         self.vector_data = info.resolution == 0 or False
@@ -73,14 +78,25 @@ class ClassificationTask(Task):
         )
         return StepOutput(loss=losses.mean(), sample_losses=losses.detach(), num_samples=len(batch))
 
-    @torch.no_grad()
     def evaluate(self, state: State) -> dict[str, float]:
+        """Validation metrics (``val/``) and, with ``eval.train_subset``, the same on training images
+        (``trainset/``)."""
+        eval_cfg = self.config.eval
+        metrics = self._score(state, state.data.val_batches(eval_cfg.batch_size), "val", eval_cfg.max_batches)
+        if eval_cfg.train_subset:
+            batches = state.data.train_subset_batches(eval_cfg.batch_size, eval_cfg.train_subset)
+            metrics.update(self._score(state, batches, "trainset", eval_cfg.max_batches))
+        return metrics
+
+    @torch.no_grad()
+    def _score(self, state: State, batches: Iterator[Batch], prefix: str, max_batches: int | None) -> dict[str, float]:
+        """Loss, top-1 and top-5 of the model in eval mode over ``batches`` (all ranks together)."""
         model = self.model
         with model_unchanged(model):
             totals = torch.zeros(4, dtype=torch.float64, device=state.device)  # n, loss, top1, top5
             k = min(5, self.info.num_classes)
-            for i, batch in enumerate(state.data.val_batches(self.config.eval.batch_size)):
-                if self.config.eval.max_batches is not None and i >= self.config.eval.max_batches:
+            for i, batch in enumerate(batches):
+                if max_batches is not None and i >= max_batches:
                     break
                 images = batch.images.to(state.device)
                 labels = batch.labels.to(state.device)
@@ -100,10 +116,10 @@ class ClassificationTask(Task):
                 )
         n, loss, top1, top5 = all_reduce_sum(totals).tolist()
         n = max(n, 1.0)
-        return {"val/loss": loss / n, "val/acc1": top1 / n, f"val/acc{k}": top5 / n} if k != 1 else {
-            "val/loss": loss / n,
-            "val/acc1": top1 / n,
-        }
+        metrics = {f"{prefix}/loss": loss / n, f"{prefix}/acc1": top1 / n}
+        if k != 1:
+            metrics[f"{prefix}/acc{k}"] = top5 / n
+        return metrics
 
 
 REGISTRY.tasks.add("classification", ClassificationTask)

@@ -24,7 +24,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from hasten.config import Config
@@ -32,13 +32,14 @@ from hasten.data.stream import DataInfo
 from hasten.errors import UserError
 from hasten.models import build_model
 from hasten.models.common import model_unchanged
-from hasten.registry import REGISTRY
+from hasten.registry import REGISTRY, Options
 from hasten.state import Batch, State, StepOutput
 from hasten.tasks.base import Task, all_reduce_sum
 
 
-class DepthOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DepthOptions(Options):
+    """``task.options`` of ``task.name: depth``."""
+
     loss: Literal["log_l1", "l1"] = Field("log_l1", description="per-pixel loss on valid pixels")
     flip: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip (image and depth together)")
     max_depth: float = Field(80.0, gt=0, description="target depths above this count as invalid (metres)")
@@ -63,6 +64,7 @@ def resize_depth(depth: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
 class DepthTask(Task):
     name = "depth"
     Options = DepthOptions
+    metrics = ("val/loss", "val/delta1", "val/abs_rel")
 
     def __init__(self, config: Config, info: DataInfo) -> None:
         super().__init__(config, info)

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from hasten.config import Config
@@ -35,7 +35,7 @@ from hasten.data.augment import ViewSpec, augment_batch, eval_batch
 from hasten.data.stream import DataInfo, eval_batches
 from hasten.errors import UserError
 from hasten.models import build_model
-from hasten.registry import REGISTRY
+from hasten.registry import REGISTRY, Options
 from hasten.state import Batch, State, StepOutput
 from hasten.tasks.base import Task, all_reduce_sum
 from hasten.tasks.ssl_losses import (
@@ -75,10 +75,22 @@ _SCALED = ("proj_hidden_dim", "proj_output_dim", "pred_hidden_dim", "out_dim")
 _COMMON = {"method", "knn_k", "knn_temperature", "knn_bank_size"}
 
 
-class SSLOptions(BaseModel):
+def _method_branches(schema: dict[str, Any]) -> None:
+    """JSON Schema: the keys each method takes (``if`` method ``then`` propertyNames), so an
+    editor offers and accepts only the chosen method's options."""
+    branches = []
+    for method, defaults in METHOD_DEFAULTS.items():
+        condition: dict[str, Any] = {"properties": {"method": {"const": method}}}
+        if method != "simsiam":  # the default method applies when none is given
+            condition["required"] = ["method"]
+        branches.append({"if": condition, "then": {"propertyNames": {"enum": sorted(_COMMON | set(defaults))}}})
+    schema["allOf"] = branches
+
+
+class SSLOptions(Options):
     """``task.options`` of ``task.name: ssl``; unset method options take the published defaults."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_method_branches)
     method: Method = Field("simsiam", description="simsiam, byol, simclr, mocov2plus or dino")
     proj_hidden_dim: int | None = Field(None, gt=0, description="projector hidden width")
     proj_output_dim: int | None = Field(None, gt=0, description="projector output (DINO: bottleneck) width")
@@ -99,20 +111,24 @@ class SSLOptions(BaseModel):
     knn_temperature: float = Field(0.1, gt=0, description="kNN vote weight exp(cos / T)")
     knn_bank_size: int | None = Field(None, gt=0, description="cap of the kNN memory bank (first train samples)")
 
+    @model_validator(mode="after")
+    def _used_by_method(self) -> SSLOptions:
+        # UserError (not ValueError) passes through pydantic unchanged: the message keeps its key path.
+        defaults = METHOD_DEFAULTS[self.method]
+        for key in sorted(self.model_fields_set - _COMMON):
+            if key not in defaults:
+                used = ", ".join(sorted(defaults))
+                raise UserError(f"task.options.{key}: not used by method {self.method!r}; its options: {used}")
+        return self
+
 
 def resolve_options(options: SSLOptions, num_features: int, has_batchnorm: bool = True) -> dict[str, Any]:
     """The method's settings: user values, else published defaults scaled to the backbone
     (``num_features``; DINO's ``head_batchnorm`` follows ``has_batchnorm``, whether the backbone has BN).
 
-    A setting the method does not use is a UserError naming ``task.options.<key>``.
+    (A setting the method does not use was refused when the options were validated.)
     """
     defaults = METHOD_DEFAULTS[options.method]
-    for key in options.model_fields_set - _COMMON:
-        if key not in defaults:
-            used = ", ".join(sorted(defaults))
-            raise UserError(
-                f"task.options.{key}: not used by method {options.method!r}; its options: {used}"
-            )
     scale = min(1.0, num_features / 512)
     resolved: dict[str, Any] = {}
     for key, value in defaults.items():
@@ -274,6 +290,7 @@ class SSLTask(Task):
     name = "ssl"
     Options = SSLOptions
     num_views = 2
+    metrics = ("knn/acc1",)
 
     def __init__(self, config: Config, info: DataInfo) -> None:
         super().__init__(config, info)

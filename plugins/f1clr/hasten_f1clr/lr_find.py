@@ -170,6 +170,7 @@ class RangeTest(hasten.Plugin):
 
     @hasten.hookimpl
     def hasten_setup(self, state: hasten.State) -> None:
+        state.run_type = "lr-find"  # tagged hasten.run_type in MLflow
         self.val_batch = fixed_validation_batch(state, self.val_samples)
         batch_norm = torch.nn.modules.batchnorm._BatchNorm
         self.batch_norms = [m for m in state.model.modules() if isinstance(m, batch_norm) and m.track_running_stats]

@@ -13,9 +13,22 @@ plugin's ``hasten_sampling_active`` agrees, e.g. not during cool-down):
 3. the scoring forward is reported as overhead FLOPs ``selection``:
    forward FLOPs per sample at r_hat x b_bar.
 
+``scoring`` chooses how step 2 gets its losses (beyond the research; README):
+
+* ``forward`` (default, the research): the low-resolution forward of the model;
+* ``memory``: no forward at all; each candidate's loss from its last training
+  forward (:class:`hasten_selection.memory.LossMemory`, written in
+  ``hasten_step_end``), never-seen candidates first; zero overhead FLOPs;
+* ``mixed``: the memory where it is at most ``memory_max_age`` steps old, the
+  low-resolution forward for the rest (only those are counted);
+* ``proxy``: the low-resolution forward of a small ResNet of width
+  ``proxy_width`` trained alongside on each step's selected batch at r_hat
+  (its scoring and its training, 3x forward per trained sample, are counted).
+
 Under DDP every rank scores and selects among its own b_bar candidates (its
 shard of the data) with the unwrapped model, so no gradient hook or collective
-runs; ranks do not exchange losses.
+runs; ranks do not exchange losses. Each rank keeps the memory of its own
+samples and trains its own proxy (both saved per rank).
 """
 
 from __future__ import annotations
@@ -32,16 +45,28 @@ from hasten.api import (
     BufferSnapshot,
     Config,
     PerSampleLosses,
+    build_model,
     check_resolution,
     legal_resolution,
     model_unchanged,
     resize_batch,
 )
+from hasten_selection.memory import LossMemory, merge_scores
 from hasten_selection.select import Strategy, select
 
 #: the research's selection resolution for 224 px training (docs/methods.md section 5)
 DEFAULT_SELECTION_FRACTION = 96 / 224
 _QUANTILES = (0.1, 0.5, 0.9)
+#: a candidate whose ranking loss is below this counts as "near zero" (selection/near_zero_share)
+NEAR_ZERO_LOSS = 0.05
+#: the proxy network's architecture (registry name) and optimiser; its width is a setting
+PROXY_MODEL = "small_resnet"
+PROXY_MOMENTUM = 0.9
+PROXY_WEIGHT_DECAY = 5e-4
+#: added to run.seed for the proxy's initialisation (its own stream: the run's generators are untouched)
+PROXY_SEED_OFFSET = 7_919
+#: overhead name of the proxy's training (its scoring forward is counted as ``selection``)
+PROXY_TRAINING = "selection_proxy_training"
 
 
 class SelectionSettings(BaseModel):
@@ -75,6 +100,19 @@ class SelectionSettings(BaseModel):
         description="eval: score in eval mode (BatchNorm uses running statistics); train_restore: score in "
         "train mode (batch statistics) and restore every buffer afterwards",
     )
+    scoring: Literal["forward", "memory", "mixed", "proxy"] = Field(
+        "forward",
+        description="forward: low-res forward of the model (the research); memory: each candidate's loss from its "
+        "last training forward, no scoring forward; mixed: the memory where fresh, the forward for the rest; "
+        "proxy: low-res forward of a small network trained alongside",
+    )
+    memory_max_age: int | None = Field(
+        None,
+        ge=0,
+        description="scoring mixed: the oldest remembered loss (in steps) used instead of a scoring forward",
+    )
+    proxy_width: int | None = Field(None, ge=1, description="scoring proxy: width of the small_resnet proxy")
+    proxy_lr: float = Field(0.05, gt=0, description="scoring proxy: the proxy's constant SGD learning rate")
 
     @model_validator(mode="after")
     def _consistent(self) -> SelectionSettings:
@@ -88,6 +126,25 @@ class SelectionSettings(BaseModel):
                 f"plugins.selection.candidate_ratio = {self.candidate_ratio} must be >= 1 + beta = "
                 f"{1 + self.beta} for strategy 'probabilistic' (raise candidate_ratio or lower beta)"
             )
+        if self.scoring == "mixed" and self.memory_max_age is None:
+            raise ValueError(
+                "plugins.selection.memory_max_age: required with scoring 'mixed' (the oldest remembered loss, "
+                "in steps, used instead of a scoring forward; >= 0)"
+            )
+        if self.scoring == "mixed" and self.scoring_mode == "train_restore":
+            raise ValueError(
+                "plugins.selection.scoring_mode: 'train_restore' normalises with the scored batch's statistics, "
+                "and with scoring 'mixed' that batch can be a few stale candidates; use scoring_mode 'eval'"
+            )
+        if self.scoring == "proxy" and self.proxy_width is None:
+            raise ValueError("plugins.selection.proxy_width: required with scoring 'proxy' (an integer >= 1)")
+        only = {"memory_max_age": "mixed", "proxy_width": "proxy", "proxy_lr": "proxy"}
+        for key, scoring in only.items():
+            if key in self.model_fields_set and self.scoring != scoring:
+                raise ValueError(
+                    f"plugins.selection.{key}: applies only to scoring '{scoring}', but scoring is "
+                    f"'{self.scoring}' (remove {key} or set scoring: {scoring})"
+                )
         return self
 
 
@@ -109,12 +166,23 @@ class Selection(hasten.Plugin):
         self._autocast: Any = None
         self._channels_last = False
         self._snapshot: BufferSnapshot | None = None
+        #: scoring memory / mixed: the last training-forward loss per training-set index
+        self.memory: LossMemory | None = None
+        self._trained_indices: torch.Tensor | None = None  # this step's trained samples, for the memory
+        #: scoring proxy: the small network that scores, and its optimiser
+        self.proxy: torch.nn.Module | None = None
+        self.proxy_optimizer: torch.optim.Optimizer | None = None
         # Diagnostics of the last selection step, kept on the device until a logging step.
         self._last_step = -1
         self._candidate_losses: torch.Tensor | None = None
         self._selected_losses: torch.Tensor | None = None
+        self._fresh: torch.Tensor | None = None  # memory modes: which candidates' ranking came from the memory
+        self._ages: torch.Tensor | None = None  # memory modes: the candidates' memory ages (-1: never seen)
+        self._proxy_loss: torch.Tensor | None = None  # the proxy's last training loss
         self._quantiles: torch.Tensor | None = None
         self.last_resolution = 0
+        #: candidates scored with a forward at the last selection step (all for forward/proxy, 0 for memory)
+        self.last_scored = 0
 
     # ------------------------------------------------------------------ set-up
     @hasten.hookimpl
@@ -137,10 +205,19 @@ class Selection(hasten.Plugin):
             )
         state.scratch[self.name] = self  # diagnostics and tests read the plugin's last selection here
         self.num_candidates = round(settings.candidate_ratio * state.batch_size)
-        self._model = state.model
+        scorer = state.model
+        if settings.scoring == "proxy":
+            scorer = self.proxy = self._build_proxy(state)
+            self.proxy_optimizer = torch.optim.SGD(
+                self.proxy.parameters(), lr=settings.proxy_lr, momentum=PROXY_MOMENTUM, nesterov=True,
+                weight_decay=PROXY_WEIGHT_DECAY,
+            )
+        if settings.scoring in ("memory", "mixed"):
+            self.memory = LossMemory(state.data.info.train_size, state.device)
+        self._model = scorer
         self._task = state.task
         if settings.selection_resolution is not None:
-            check_resolution(state.model, settings.selection_resolution, "plugins.selection.selection_resolution")
+            check_resolution(scorer, settings.selection_resolution, "plugins.selection.selection_resolution")
             self._fixed_resolution = settings.selection_resolution
         elif settings.selection_ratio is None:
             self._fixed_resolution = self._legal(round(DEFAULT_SELECTION_FRACTION * state.max_resolution))
@@ -148,16 +225,49 @@ class Selection(hasten.Plugin):
         if config.run.precision == "bf16":  # score in the precision the training step uses
             self._autocast = lambda: torch.autocast(device_type=state.device.type, dtype=torch.bfloat16)
         self._channels_last = config.run.channels_last and state.device.type == "cuda"
+        if self.proxy is not None and self._channels_last:
+            self.proxy.to(memory_format=torch.channels_last)
         self._quantiles = torch.tensor(_QUANTILES, device=state.device)
         if settings.scoring_mode == "train_restore":
-            self._snapshot = BufferSnapshot(state.model)
+            self._snapshot = BufferSnapshot(scorer)
         if state.is_main and settings.strategy != "uniform":
             print(
                 f"selection: {settings.strategy} beta={settings.beta}, {self.num_candidates} candidates for "
-                f"{state.batch_size} per step (per rank), scoring at {self.describe_resolution()}, "
+                f"{state.batch_size} per step (per rank), {self.describe_scoring()}, "
                 f"warm-up {settings.warmup_steps} steps",
                 file=sys.stderr,
             )
+
+    def _build_proxy(self, state: hasten.State) -> torch.nn.Module:
+        """The proxy: a small_resnet of ``proxy_width`` for the task's classes and channels, on the device."""
+        info = state.data.info
+        if info.resolution == 0:
+            raise hasten.UserError(
+                f"plugins.selection.scoring: 'proxy' scores with a small ResNet, which needs image data; "
+                f"data.dataset {state.config.data.dataset!r} is vector data (allowed here: forward, memory, mixed)"
+            )
+        # The proxy's initialisation draws from its own seed: the model's and the run's generators are untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(state.seed + PROXY_SEED_OFFSET)
+            proxy = build_model(
+                PROXY_MODEL,
+                num_classes=info.num_classes,
+                in_channels=info.channels,
+                options={"width": self.settings.proxy_width},
+                key="plugins.selection.proxy_width",
+            )
+        return proxy.to(state.device).train()
+
+    def describe_scoring(self) -> str:
+        scoring = self.settings.scoring
+        if scoring == "memory":
+            return "ranked by the loss memory (no scoring forward)"
+        where = f"at {self.describe_resolution()}"
+        if scoring == "mixed":
+            return f"loss memory up to {self.settings.memory_max_age} steps old, else scoring {where}"
+        if scoring == "proxy":
+            return f"scoring with a width-{self.settings.proxy_width} {PROXY_MODEL} proxy {where}"
+        return f"scoring {where}"
 
     def describe_resolution(self) -> str:
         if self._fixed_resolution is not None:
@@ -165,7 +275,7 @@ class Selection(hasten.Plugin):
         return f"{self.settings.selection_ratio} x the training resolution"
 
     def _legal(self, resolution: int) -> int:
-        """The nearest side the model accepts (a multiple of the ViT patch size, at least its minimum)."""
+        """The nearest side the scoring model accepts (a multiple of the ViT patch size, at least its minimum)."""
         assert self._model is not None
         return legal_resolution(self._model, resolution)
 
@@ -182,6 +292,15 @@ class Selection(hasten.Plugin):
         return cached
 
     # --------------------------------------------------------------- per step
+    def proxy_trains(self, state: hasten.State, step: int) -> bool:
+        """Does the proxy learn at ``step``? While selection is on or still to come (warm-up), not in cool-down."""
+        return (
+            self.proxy is not None
+            and self.settings.strategy != "uniform"
+            and self.num_candidates > state.batch_size
+            and state.sampling_active(step)
+        )
+
     def active(self, state: hasten.State, step: int) -> bool:
         """Does ``step`` select? A function of ``step`` only (the stream asks ahead)."""
         return (
@@ -195,11 +314,8 @@ class Selection(hasten.Plugin):
     def hasten_batch_size(self, state: hasten.State, step: int) -> int | None:
         return self.num_candidates if self.active(state, step) else None
 
-    @hasten.hookimpl
-    def hasten_select(self, state: hasten.State, batch: hasten.Batch) -> hasten.Batch | None:
-        keep_count = state.batch_size
-        if len(batch) <= keep_count:  # the stream delivered a plain batch: not a selection step
-            return None
+    def _low_resolution(self, batch: hasten.Batch) -> tuple[torch.Tensor, int]:
+        """The task's view of ``batch`` downsampled to r_hat, and r_hat (0 for vector data)."""
         view = batch.views[0]
         resolution = 0
         if view.dim() == 4:
@@ -207,15 +323,68 @@ class Selection(hasten.Plugin):
             view = resize_batch(view, resolution)
             if self._channels_last:
                 view = view.contiguous(memory_format=torch.channels_last)
-        losses = self.score(state, view, batch)
+        return view, resolution
+
+    @hasten.hookimpl
+    def hasten_select(self, state: hasten.State, batch: hasten.Batch) -> hasten.Batch | None:
+        keep_count = state.batch_size
+        memory = self.memory
+        if len(batch) <= keep_count:  # the stream delivered a plain batch: not a selection step
+            if memory is not None:
+                self._trained_indices = batch.indices
+            if self.proxy is not None and self.proxy_trains(state, state.step):  # warm-up: the proxy learns
+                view, resolution = self._low_resolution(batch)
+                self.train_proxy(state, view, batch, resolution)
+            return None
+        if batch.indices.device != state.device:  # the stream keeps them on the host; the draw is on the device
+            batch.indices = batch.indices.to(state.device, non_blocking=True)
+        scoring = self.settings.scoring
+        resolution = 0
+        if scoring == "memory":
+            assert memory is not None
+            losses = memory.recall(batch.indices)
+            self._fresh = losses.isfinite()  # the memory of any age ranks; never-seen samples rank first
+            self._ages = memory.ages(batch.indices, state.step)
+            scored = 0
+        else:
+            view, resolution = self._low_resolution(batch)
+            if scoring == "mixed":
+                assert memory is not None and self.settings.memory_max_age is not None
+                remembered = memory.recall(batch.indices)
+                fresh = memory.fresh(batch.indices, state.step, self.settings.memory_max_age)
+                # The stale candidates' count decides the scoring batch's shape: one host sync per step.
+                stale = (~fresh).nonzero().squeeze(1)
+                scored = int(stale.numel())
+                if scored:
+                    new = self.score(state, view[stale], batch.subset(stale))
+                else:
+                    new = remembered.new_zeros(0)
+                losses = merge_scores(remembered, fresh, stale, new)
+                self._fresh = fresh
+                self._ages = memory.ages(batch.indices, state.step)
+            else:
+                losses = self.score(state, view, batch)
+                scored = len(batch)
         keep = select(losses, keep_count, self.settings.beta, state.generator, strategy=self.settings.strategy)
+        selected = batch.subset(keep)
         self.last_resolution = resolution
-        per_sample = state.flops.forward_per_sample(state.task.model, state.task.input_shape(resolution))
-        state.flops.add_overhead(self.name, per_sample * len(batch))
+        self.last_scored = scored
+        per_sample = 0.0
+        if scored:
+            per_sample = state.flops.forward_per_sample(self.scorer(state), state.task.input_shape(resolution))
+        state.flops.add_overhead(self.name, per_sample * scored)
+        if self.proxy is not None:
+            self.train_proxy(state, view[keep], selected, resolution)
+        if memory is not None:
+            self._trained_indices = selected.indices
         self._last_step = state.step
         self._candidate_losses = losses
         self._selected_losses = losses[keep]
-        return batch.subset(keep)
+        return selected
+
+    def scorer(self, state: hasten.State) -> torch.nn.Module:
+        """The module the scoring forward runs: the proxy, or the (unwrapped) model."""
+        return self.proxy if self.proxy is not None else state.model
 
     def score(self, state: hasten.State, inputs: torch.Tensor, batch: hasten.Batch) -> torch.Tensor:
         """Per-sample losses of ``inputs`` without gradient, leaving every model buffer as it was.
@@ -224,43 +393,121 @@ class Selection(hasten.Plugin):
         nothing. ``train_restore``: train-mode forward (batch statistics, as the
         training step sees them), then every buffer is copied back from the
         snapshot: PyTorch updates running statistics in train mode even under
-        no_grad. The unwrapped ``state.model`` is used, so DDP hooks never run.
+        no_grad. The unwrapped ``state.model`` (or the proxy) is used, so DDP hooks never run.
         """
         task = self._task
         assert task is not None
+        scorer = self.scorer(state)
         autocast: AbstractContextManager[Any] = self._autocast() if self._autocast is not None else nullcontext()
         train = self.settings.scoring_mode == "train_restore"
-        with model_unchanged(state.model, train=train, buffers=self._snapshot if train else None) as model, autocast:
+        with model_unchanged(scorer, train=train, buffers=self._snapshot if train else None) as model, autocast:
             losses = task.sample_losses(model, inputs, batch)
         return losses.float()
+
+    def train_proxy(self, state: hasten.State, inputs: torch.Tensor, batch: hasten.Batch, resolution: int) -> None:
+        """One SGD step of the proxy on ``inputs`` (the trained samples at r_hat), counted as overhead."""
+        proxy, optimizer = self.proxy, self.proxy_optimizer
+        assert proxy is not None and optimizer is not None
+        autocast: AbstractContextManager[Any] = self._autocast() if self._autocast is not None else nullcontext()
+        task = self._task
+        assert task is not None
+        with autocast:
+            loss = task.sample_losses(proxy, inputs, batch).float().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        self._proxy_loss = loss.detach()
+        per_sample = state.flops.forward_per_sample(proxy, state.task.input_shape(resolution))
+        state.flops.add_overhead(PROXY_TRAINING, state.flops.train_step_flops(per_sample, len(batch)))
+
+    @hasten.hookimpl
+    def hasten_step_end(self, state: hasten.State, output: hasten.StepOutput) -> None:
+        trained, self._trained_indices = self._trained_indices, None
+        if self.memory is None or trained is None or output.sample_losses is None:
+            return
+        if output.sample_losses.shape[0] == trained.shape[0]:  # a forward that reports every trained sample
+            self.memory.remember(trained, output.sample_losses, state.step)
+
+    # ------------------------------------------------------------ checkpoints
+    @hasten.hookimpl
+    def hasten_state_dict(self, state: hasten.State) -> dict[str, Any] | None:
+        blob: dict[str, Any] = {}
+        if self.memory is not None:
+            blob["memory"] = {k: v.clone() for k, v in self.memory.state_dict().items()}
+        if self.proxy is not None and self.proxy_optimizer is not None:
+            blob["proxy"] = self.proxy.state_dict()
+            blob["proxy_optimizer"] = self.proxy_optimizer.state_dict()
+        return {self.name: blob} if blob else None
+
+    @hasten.hookimpl
+    def hasten_load_state_dict(self, state: hasten.State, blob: dict[str, Any]) -> None:
+        mine = blob.get(self.name, {})
+        if self.memory is not None and "memory" in mine:
+            self.memory.load_state_dict(mine["memory"])
+        if self.proxy is not None and self.proxy_optimizer is not None and "proxy" in mine:
+            self.proxy.load_state_dict(mine["proxy"])
+            self.proxy_optimizer.load_state_dict(mine["proxy_optimizer"])
 
     # ------------------------------------------------------------ diagnostics
     @hasten.hookimpl
     def hasten_step_metrics(self, state: hasten.State) -> dict[str, float]:
         q, candidates, selected = self._quantiles, self._candidate_losses, self._selected_losses
+        extra: dict[str, float] = {}
+        if self._proxy_loss is not None:
+            extra["selection/proxy_loss"] = float(self._proxy_loss)
         if self._last_step != state.step or candidates is None or selected is None or q is None:
-            return {"selection/active": 0.0}
-        values = torch.cat(
-            [
-                torch.quantile(candidates, q),
-                torch.quantile(selected, q),
-                candidates.mean().view(1),
-                selected.mean().view(1),
-            ]
-        ).tolist()
+            return {"selection/active": 0.0, **extra}
+        # Never-seen candidates rank at +inf (memory modes): left out of the loss statistics.
+        seen_candidates = candidates.masked_fill(candidates.isinf(), float("nan"))
+        seen_selected = selected.masked_fill(selected.isinf(), float("nan"))
+        parts = [
+            torch.nanquantile(seen_candidates, q),
+            torch.nanquantile(seen_selected, q),
+            seen_candidates.nanmean().view(1),
+            seen_selected.nanmean().view(1),
+            (candidates < NEAR_ZERO_LOSS).float().mean().view(1),
+        ]
         names = [f"candidate_loss_q{round(100 * p)}" for p in _QUANTILES]
         names += [f"selected_loss_q{round(100 * p)}" for p in _QUANTILES]
-        names += ["candidate_loss_mean", "selected_loss_mean"]
+        names += ["candidate_loss_mean", "selected_loss_mean", "near_zero_share"]
+        if self._fresh is not None and self._ages is not None:
+            seen = self._ages >= 0
+            parts += [
+                self._fresh.float().mean().view(1),
+                seen.float().mean().view(1),
+                # nan when no candidate was ever trained on
+                (self._ages.clamp(min=0).sum() / seen.sum()).float().view(1),
+            ]
+            names += ["memory_fresh_share", "memory_seen_share", "memory_age_mean"]
+        values = torch.cat(parts).tolist()
         metrics = {f"selection/{n}": v for n, v in zip(names, values, strict=True)}
         metrics["selection/active"] = 1.0
         metrics["selection/resolution"] = float(self.last_resolution)
         metrics["selection/candidates"] = float(len(candidates))
+        metrics["selection/scored_share"] = self.last_scored / len(candidates)
+        metrics.update(extra)
         return metrics
 
     @hasten.hookimpl
     def hasten_plan_step(self, state: hasten.State, step: int, batch_size: int) -> dict[str, float] | None:
-        if batch_size <= state.batch_size or self.settings.strategy == "uniform":
+        """The overhead of ``step``; for ``mixed`` an upper bound (every candidate scored: the memory's
+        freshness depends on the losses and cannot be planned)."""
+        settings = self.settings
+        if settings.strategy == "uniform":
             return None
+        selecting = batch_size > state.batch_size
         resolution = self.scoring_resolution(state.resolution)
+        if self.proxy is not None:
+            if not (selecting or self.proxy_trains(state, step)):
+                return None
+            per_sample = state.flops.forward_per_sample(self.proxy, state.task.input_shape(resolution))
+            planned = {PROXY_TRAINING: state.flops.train_step_flops(per_sample, state.batch_size)}
+            if selecting:
+                planned[self.name] = per_sample * batch_size
+            return planned
+        if not selecting:
+            return None
+        if settings.scoring == "memory":
+            return {self.name: 0.0}
         per_sample = state.flops.forward_per_sample(state.task.model, state.task.input_shape(resolution))
         return {self.name: per_sample * batch_size}

@@ -23,8 +23,9 @@ class UBNSettings(BaseModel):
     mode: Mode = Field(
         "two_step",
         description="two_step: no-grad forward of [labeled; unlabeled] records BN statistics, then the labeled "
-        "forward-backward uses them (the research's method); joint: one forward of the concatenation, "
-        "loss on the labeled rows, gradients through the statistics (cheaper)",
+        "forward-backward uses them as constants (the research's method); two_step_grad: the same statistics, "
+        "gradient through the labeled samples' share of them (beyond the research); joint: one forward of the "
+        "concatenation, loss on the labeled rows, gradients through all of the statistics (cheaper)",
     )
     unlabeled_batch_size: int | None = Field(
         None, gt=0, description="global unlabeled batch size; null = data.unlabeled.batch_size or data.batch_size"
@@ -116,10 +117,10 @@ class UBN(hasten.Plugin):
         return output
 
     def _overhead(self, state: State, labeled: int, unlabeled: int) -> float:
-        """two_step: the statistics forward of labeled + unlabeled samples; joint: forward and backward
+        """two_step(_grad): the statistics forward of labeled + unlabeled samples; joint: forward and backward
         of the unlabeled rows (the labeled part is counted as training FLOPs)."""
         per_sample = state.task.forward_flops_per_sample(state.flops, state.resolution)
-        if self.settings.mode == "two_step":
+        if self.settings.mode in ("two_step", "two_step_grad"):
             return per_sample * (labeled + unlabeled)
         return state.flops.train_step_flops(per_sample, unlabeled)
 

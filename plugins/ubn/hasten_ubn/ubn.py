@@ -14,6 +14,12 @@ with the loss on the labeled samples only. Two ways to compute it:
   (biased) variance and updates the running statistics from n; (2) the
   labeled forward normalises with those recorded statistics as constants
   (no running-statistics update, no gradient through mu, sigma).
+* :func:`two_step_grad_forward` (beyond the research): step 1 as in
+  two_step, recording also the unlabeled rows' sums per channel; in step 2
+  each selected layer normalises x with the combined-batch mean and variance
+  computed from x's own sums (with gradient) and y's recorded sums (as
+  constants). The values equal two_step's; the gradient flows through the
+  labeled share of the statistics, which two_step's constants cut.
 * :func:`joint_forward`: one forward of the concatenation [x; y]; the output
   is cut to the labeled rows, so a loss on it is the masked loss. Gradients
   flow through the combined statistics.
@@ -159,6 +165,75 @@ def two_step_forward(
         return model(labeled)
 
 
+#: per layer: the combined batch's mean m, the unlabeled rows' sum of (y - m) and of (y - m)^2, their count
+UnlabeledSums = tuple[Tensor, Tensor, Tensor, int]
+
+
+@contextmanager
+def recorded_unlabeled_sums(layers: Layers, num_labeled: int) -> Iterator[dict[str, UnlabeledSums]]:
+    """For a forward of [x; y]: per layer (combined mean m, sum over y of (y - m), sum of (y - m)^2, y's count
+    per channel), detached. Sums are taken about the combined mean m so that step 2's variance is stable."""
+    sums: dict[str, UnlabeledSums] = {}
+    handles = []
+    for name, module in layers:
+
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...], name: str = name) -> None:
+            z = inputs[0].detach().float()
+            dims = [0, *range(2, z.dim())]
+            centre = z.mean(dim=dims)
+            shape = [1, -1] + [1] * (z.dim() - 2)
+            y = z[num_labeled:] - centre.view(shape)
+            count = y.numel() // max(1, y.shape[1]) if y.dim() > 1 else y.numel()
+            sums[name] = (centre, y.sum(dim=dims), (y * y).sum(dim=dims), count)
+
+        handles.append(module.register_forward_pre_hook(hook))
+    try:
+        yield sums
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def labeled_share_statistics(layers: Layers, sums: dict[str, UnlabeledSums]) -> Iterator[None]:
+    """During the block each layer normalises its input x with the combined-batch statistics (eq. 2.4) made of
+    x's sums (differentiable) and the recorded unlabeled sums (constants); buffers are left alone."""
+
+    def make(name: str, module: _BatchNorm) -> Callable[[Tensor], Tensor]:
+        centre, sum_y, sq_y, count_y = sums[name]
+
+        def forward(x: Tensor) -> Tensor:
+            z = x.float()
+            dims = [0, *range(2, z.dim())]
+            shape = [1, -1] + [1] * (z.dim() - 2)
+            d = z - centre.view(shape)
+            count = z.numel() // z.shape[1] + count_y
+            shift = (d.sum(dim=dims) + sum_y) / count  # combined mean - centre
+            var = ((d * d).sum(dim=dims) + sq_y) / count - shift * shift  # biased, as BatchNorm normalises
+            # By hand: F.batch_norm takes no gradient through given statistics.
+            out = (d - shift.view(shape)) * torch.rsqrt(var.view(shape) + module.eps)
+            if module.weight is not None:
+                out = out * module.weight.view(shape) + module.bias.view(shape)
+            return out.to(x.dtype)
+
+        return forward
+
+    with _overridden(layers, make):
+        yield
+
+
+def two_step_grad_forward(
+    model: nn.Module, labeled: Tensor, unlabeled: Tensor, selected: Layers, others: Layers = ()  # type: ignore[assignment]
+) -> Any:
+    """Step 1 as :func:`two_step_forward` (running statistics from the combined batch); step 2 normalises the
+    labeled forward with the combined statistics, gradient through the labeled share only."""
+    combined = torch.cat([labeled, unlabeled])
+    with torch.no_grad(), preserved_buffers(list(others)), recorded_unlabeled_sums(selected, len(labeled)) as sums:
+        model(combined)
+    with labeled_share_statistics(selected, sums):
+        return model(labeled)
+
+
 def slice_rows(output: Any, stop: int) -> Any:
     """The first ``stop`` rows of a model output (a tensor, or a list/tuple/dict of them)."""
     if isinstance(output, Tensor):
@@ -180,7 +255,7 @@ def joint_forward(model: nn.Module, labeled: Tensor, unlabeled: Tensor, others: 
 
 
 #: the two UBN forwards (``plugins.ubn.mode``)
-Mode = Literal["two_step", "joint"]
+Mode = Literal["two_step", "two_step_grad", "joint"]
 
 
 class UBNModel(nn.Module):
@@ -208,4 +283,6 @@ class UBNModel(nn.Module):
         unlabeled, self._unlabeled = self._unlabeled, None  # one step's inputs serve one forward
         if self.mode == "two_step":
             return two_step_forward(self.inner, x, unlabeled, self._selected, self._others)
+        if self.mode == "two_step_grad":
+            return two_step_grad_forward(self.inner, x, unlabeled, self._selected, self._others)
         return joint_forward(self.inner, x, unlabeled, self._others)

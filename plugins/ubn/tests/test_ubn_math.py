@@ -120,3 +120,53 @@ def test_wrapper_consumes_one_unlabeled_batch_per_forward() -> None:
         wrapper(torch.randn(3, 3))
     # The override is removed after the step: plain BN again.
     assert "forward" not in model[0].__dict__
+
+
+@pytest.mark.parametrize("conv", [False, True])
+def test_two_step_grad_values_equal_two_step_and_gradients_flow_through_the_labeled_share(conv: bool) -> None:
+    from hasten_ubn.ubn import two_step_grad_forward
+
+    shape = (5, 3, 4, 4) if conv else (5, 3)
+    torch.manual_seed(1)
+    x0 = torch.randn(shape) * 2 + 1
+    y = torch.randn((7, *shape[1:])) * 0.5 - 2
+    weights = torch.randn(shape)  # a loss that is not the plain sum (whose BN gradient would vanish)
+
+    reference = one_layer(conv=conv)
+    x_ref = x0.clone().requires_grad_(True)
+    expected_out = two_step_forward(reference, x_ref, y, *find_batchnorm(reference))
+
+    model = one_layer(conv=conv)
+    bn = model[0]
+    x = x0.clone().requires_grad_(True)
+    out = two_step_grad_forward(model, x, y, *find_batchnorm(model))
+    assert torch.allclose(out, expected_out, atol=1e-5)  # same values as two_step
+    # same running statistics update (one combined-batch update)
+    assert torch.allclose(bn.running_mean, reference[0].running_mean, atol=1e-6)
+    assert torch.allclose(bn.running_var, reference[0].running_var, atol=1e-6)
+
+    (out * weights).sum().backward()
+    # manual: normalise with statistics of [x; y.detach()], autograd through x's share only
+    xm = x0.clone().requires_grad_(True)
+    combined = torch.cat([xm, y])
+    dims = [0, 2, 3] if conv else [0]
+    view = (1, 3, 1, 1) if conv else (1, 3)
+    mean = combined.mean(dims)
+    var = combined.var(dims, unbiased=False)
+    manual = bn.weight.detach().view(view) * (xm - mean.view(view)) / torch.sqrt(var.view(view) + bn.eps)
+    (manual * weights).sum().backward()
+    assert torch.allclose(x.grad, xm.grad, atol=1e-5)
+    # and it differs from two_step's constant-statistics gradient
+    (expected_out * weights).sum().backward()
+    assert (x.grad - x_ref.grad).abs().max() > 1e-3
+
+
+def test_ubn_model_runs_two_step_grad() -> None:
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.ReLU(), nn.Linear(3, 2)).train()
+    selected, others = find_batchnorm(model)
+    wrapper = UBNModel(model, "two_step_grad", selected, others)
+    wrapper.set_unlabeled(torch.randn(6, 4))
+    out = wrapper(torch.randn(5, 4))
+    assert out.shape == (5, 2)
+    out.sum().backward()
+    assert model[0].weight.grad is not None and model[0].weight.grad.abs().sum() > 0

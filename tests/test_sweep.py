@@ -1,0 +1,194 @@
+"""`hasten sweep`: frontiers over budgets and seeds, resumable; bad command lines refused with exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hasten.builtins import sweep
+from hasten.cli import main
+from hasten.config import validate_config
+from hasten.testing import tiny_config_dict
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_config(tmp_path: Path, name: str = "tiny", steps: int = 8, **sections: Any) -> Path:
+    data = tiny_config_dict(tmp_path, **sections)
+    data["run"].pop("run_dir")  # the sweep gives every run its own folder
+    data["run"]["max_steps"] = steps
+    data["eval"]["train_subset"] = 64
+    data["tracking"] = {"enabled": True, "uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifacts": False}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def finished_runs(tmp_path: Path) -> list[Any]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("hasten")
+    return client.search_runs([experiment.experiment_id], filter_string="tags.`hasten.run_type` = 'sweep'")
+
+
+def test_sweep_trains_each_budget_and_seed_once_and_reports_the_frontier(tmp_path: Path, capsys) -> None:
+    config = write_config(tmp_path)
+    out = tmp_path / "sweep"
+    args = ["sweep", str(config), "--budgets", "0.5", "1", "--seeds", "2", "--out", str(out)]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert first.count(": training") == 4
+    records = sweep.read_records(out)
+    assert sorted((r.budget, r.seed) for r in records) == [(0.5, 0), (0.5, 1), (1.0, 0), (1.0, 1)]
+    by_budget = {r.budget: r.steps for r in records}
+    assert by_budget == {0.5: 4, 1.0: 8}  # each budget a fraction of the length, fully annealed at its own
+    assert all(r.train_flops > 0 and r.trainset_acc1 is not None for r in records)
+    half, full = (sorted(r.train_flops for r in records if r.budget == b)[0] for b in (0.5, 1.0))
+    assert full == pytest.approx(2 * half, rel=1e-6)  # training FLOPs, evaluation excluded
+    # every run is an MLflow run tagged with the config's hash, its budget and seed; plus the sweep's own run
+    runs = finished_runs(tmp_path)
+    trained = [r for r in runs if "hasten.sweep.seed" in r.data.tags]
+    assert len(trained) == 4 and all(r.info.status == "FINISHED" for r in trained)
+    assert {r.data.tags["hasten.sweep.config_hash"] for r in trained} == {records[0].config_hash}
+    summary = [r for r in runs if "hasten.sweep.seed" not in r.data.tags]
+    assert len(summary) == 1
+    report = json.loads((out / "frontier.json").read_text())
+    assert [row["budget"] for row in report["rows"]] == [0.5, 1.0]
+    assert all(len(row["seeds"]) == 2 for row in report["rows"])
+    assert (out / "frontier.png").stat().st_size > 1000
+    assert "| tiny (baseline) | 0.5 | 4 | 2 |" in (out / "frontier.md").read_text()
+
+    # started again: nothing is trained twice
+    assert main(args) == 0
+    again = capsys.readouterr().out
+    assert again.count(": training") == 0 and again.count("done already, skipped") == 4
+    # the records lost: the finished MLflow runs are found by their tags instead
+    for path in (out / "records").glob("*/*.json"):
+        path.unlink()
+    assert main(args) == 0
+    assert capsys.readouterr().out.count(": training") == 0
+    assert len(sweep.read_records(out)) == 4
+
+
+def test_a_killed_sweep_continues_without_retraining_finished_runs(tmp_path: Path) -> None:
+    config = write_config(tmp_path, steps=40)
+    out = tmp_path / "sweep"
+    command = [sys.executable, "-m", "hasten", "sweep", str(config), "--budgets", "0.25", "0.5", "1", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "core") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not list((out / "records").glob("*/*.json")) and time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        time.sleep(0.2)
+    time.sleep(1.0)  # inside the second run
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(30)
+    done_before = {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*/*.json")}
+    assert 1 <= len(done_before) < 3
+
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert finished.stdout.count("done already, skipped") == len(done_before)
+    assert finished.stdout.count(": training") == 3 - len(done_before)
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*/*.json")}
+    assert len(after) == 3
+    assert all(after[name] == mtime for name, mtime in done_before.items())  # finished records untouched
+    trained = [r for r in finished_runs(tmp_path) if "hasten.sweep.seed" in r.data.tags and r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["hasten.sweep.budget"] for r in trained) == ["0.25", "0.5", "1"]
+    # the killed run's folder was kept aside, not deleted
+    assert list((out / "runs").glob("*.unfinished-*"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--budgets", "0", "1"], "--budgets: 0 is outside (0, 1]"),
+        (["--budgets", "1.5"], "--budgets: 1.5 is outside (0, 1]"),
+        (["--budgets", "0.5", "0.5"], "--budgets: 0.5 given more than once"),
+        (["--seeds", "0"], "--seeds: 0"),
+    ],
+)
+def test_bad_budgets_and_seeds_exit_2_naming_the_argument(tmp_path: Path, capsys, extra: list[str], named: str) -> None:
+    config = write_config(tmp_path)
+    assert main(["sweep", str(config), *extra, "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err
+    assert not (tmp_path / "s" / "records").exists()  # refused before any work
+
+
+def test_configs_measuring_different_metrics_are_refused(tmp_path: Path, capsys) -> None:
+    first = write_config(tmp_path, "first")
+    second = write_config(tmp_path, "second", eval={"metric": "val/loss"})
+    assert main(["sweep", str(first), str(second), "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "CONFIG: the configs measure different metrics" in err and "val/loss" in err
+
+
+def test_missing_config_and_no_length(tmp_path: Path, capsys) -> None:
+    assert main(["sweep", str(tmp_path / "nope.yaml")]) == 2
+    assert "CONFIG: config file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # no config at all: argparse names the missing argument
+        main(["sweep"])
+    assert stop.value.code == 2
+    assert "config" in capsys.readouterr().err
+
+
+def test_recipe_hash_ignores_seed_and_names_but_not_the_recipe(tmp_path: Path) -> None:
+    base = tiny_config_dict(tmp_path)
+    h = sweep.recipe_hash(validate_config(base))
+    renamed = tiny_config_dict(tmp_path, run={"seed": 3, "name": "other", "run_dir": str(tmp_path / "x")})
+    assert sweep.recipe_hash(validate_config(renamed)) == h
+    assert sweep.recipe_hash(validate_config(tiny_config_dict(tmp_path, optim={"lr": 0.06}))) != h
+    assert sweep.recipe_hash(validate_config(tiny_config_dict(tmp_path, run={"max_steps": 7}))) != h
+
+
+def test_compare_reports_the_speedup_against_a_sweep_frontier(tmp_path: Path, capsys) -> None:
+    from hasten.frontier import speedup_against
+
+    config = write_config(tmp_path, steps=4)
+    # a synthetic frontier: 0.0 at 1 FLOP... 1.0 at 1e15 (log-linear), so any run of this test lies inside it
+    frontier = {"metric": "val/acc1", "baseline": "synthetic", "frontier": {"synthetic": [[1.0, 0.0], [1e15, 1.0]]}}
+    (tmp_path / "frontier.json").write_text(json.dumps(frontier))
+    assert main(["compare", str(config), "--frontier", str(tmp_path), "--plot", str(tmp_path / "c.png"),
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    run = report["runs"][0]
+    item = report["frontier"]["runs"][0]
+    expected = speedup_against([(1.0, 0.0), (1e15, 1.0)], run["total_flops"], run["final"])
+    assert item["status"] == "inside"
+    assert item["speedup"] == pytest.approx(expected.speedup)
+    assert item["speedup"] == pytest.approx(10 ** (15 * run["final"]) / run["total_flops"], rel=1e-6)
+    # a frontier of another metric is refused, naming the option
+    frontier["metric"] = "val/loss"
+    (tmp_path / "frontier.json").write_text(json.dumps(frontier))
+    assert main(["compare", str(config), "--frontier", str(tmp_path / "frontier.json"), "--plot",
+                 str(tmp_path / "c.png")]) == 2
+    assert "--frontier:" in capsys.readouterr().err
+
+
+def test_the_same_run_under_another_length_is_reused_not_retrained(tmp_path: Path, capsys) -> None:
+    short = write_config(tmp_path, "short", steps=4)
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(short), "--budgets", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    # half of a length-8 config is exactly the length-4 run (the schedule anneals over the run's own length)
+    long = write_config(tmp_path, "long", steps=8)
+    assert main(["sweep", str(long), "--budgets", "0.5", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "the same run as short at budget 1: reused" in printed
+    assert printed.count(": training") == 1  # only budget 1 of the long config
+    records = {(r.label, r.budget): r for r in sweep.read_records(out)}
+    assert records[("long", 0.5)].value == records[("short", 1.0)].value
+    assert records[("long", 0.5)].run_hash == records[("short", 1.0)].run_hash
+    assert records[("long", 1.0)].run_hash != records[("short", 1.0)].run_hash
