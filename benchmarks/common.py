@@ -16,7 +16,7 @@ Three parts, used by every script in ``benchmarks/``:
 * :func:`summarize` / :func:`markdown_table`: per recipe the median and the
   spread (min-max) across seeds of the final metric, FLOPs-to-target and
   time-to-target, and the speed-ups against the recipe's baseline, with the
-  target = the baseline's median final metric (METHODS.md "Speed-up
+  target = the baseline's median final metric (docs/methods.md "Speed-up
   accounting": baseline cost / method cost at equal accuracy, FLOPs with
   selection/mining overhead included).
 * :func:`write_section`: writes or replaces a named section of

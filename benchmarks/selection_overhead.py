@@ -6,7 +6,7 @@ against the same training without it, in one run, next to the prediction.
 
 For r_hat / r = 0.5 and 0.75 (candidate ratio b_bar / b = 2, beta = 1) it
 prints the measured step-time overhead (t_selection / t_uniform - 1) beside
-the CNN prediction of METHODS.md section 5,
+the CNN prediction of docs/methods.md section 5,
 
     overhead ~ 1/3 (r_hat / r)^2 b_bar / b
 

@@ -1,4 +1,4 @@
-"""UBN studies (METHODS.md section 1): the 5-seed spiral table and the labeled-fraction studies.
+"""UBN studies (docs/methods.md section 1): the 5-seed spiral table and the labeled-fraction studies.
 
 1. Spiral: BN vs UBN (two_step, joint) held-out accuracy over seeds 0-4
    (examples/ubn_spiral.yaml).

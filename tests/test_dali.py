@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 import hasten
 from hasten.config import validate_config
-from hasten.data.augment import AugmentPolicy
-from hasten.data.dali import DaliLoader, ViewSpec, dali_device, require_dali, standard_views
+from hasten.data.augment import AugmentPolicy, ViewSpec
+from hasten.data.dali import DaliLoader, dali_device, require_dali
 from hasten.data.module import DataModule
 from hasten.data.stream import StepBatchSampler
 from hasten.engine import Trainer, train
@@ -68,7 +68,8 @@ def test_imagefolder_matches_torch_backend(tmp_path: Path, jpeg_tree: Path) -> N
     per_epoch = len(dali_data.train) // 8
     reference = take(torch_data.train_stream(lambda s: 8, start_step=0, start_position=0, pin_memory=False),
                      2 * per_epoch)
-    ours = take(dali_data.train_stream(lambda s: 8, start_step=0, start_position=0, pin_memory=False), 2 * per_epoch)
+    ours = take(dali_data.train_stream(lambda s: 8, start_step=0, start_position=0, pin_memory=False,
+                                       loader_views=trainer.loader_views()), 2 * per_epoch)
     targets = dali_data.train.targets
     for theirs, mine in zip(reference, ours, strict=True):
         assert torch.equal(mine.indices, theirs.indices)
@@ -105,10 +106,13 @@ def test_candidate_batch_sizes_and_resume(tmp_path: Path, jpeg_tree: Path) -> No
     sizes = {0: 8, 1: 5, 2: 20, 3: 8, 4: 3}
     trainer = Trainer(folder_config(tmp_path, jpeg_tree, loader="dali"))
     data = trainer.state.data
-    full = take(data.train_stream(sizes.__getitem__, start_step=0, start_position=0, pin_memory=False), 5)
+    views = trainer.loader_views()
+    full = take(data.train_stream(sizes.__getitem__, start_step=0, start_position=0, pin_memory=False,
+                                  loader_views=views), 5)
     assert [len(b) for b in full] == [8, 5, 20, 8, 3]
     assert [b.views[0].shape[0] for b in full] == [8, 5, 20, 8, 3]
-    resumed = take(data.train_stream(sizes.__getitem__, start_step=3, start_position=33, pin_memory=False), 2)
+    resumed = take(data.train_stream(sizes.__getitem__, start_step=3, start_position=33, pin_memory=False,
+                                     loader_views=views), 2)
     for a, b in zip(full[3:], resumed, strict=True):
         assert torch.equal(a.indices, b.indices)
         assert torch.equal(a.views[0], b.views[0])  # parameters drawn from (seed, rank, step): exact resume
@@ -173,7 +177,8 @@ def test_ssl_two_views_and_in_memory_arrays(tiny_config) -> None:
     """Procedural (in-memory) data, SSL: two differently augmented views per image, images untouched."""
     trainer = Trainer(tiny_config(data={"loader": "dali"}, task={"name": "ssl", "options": {"method": "simsiam"}}))
     data = trainer.state.data
-    batch = next(data.train_stream(lambda s: 16, start_step=0, start_position=0, pin_memory=False))
+    batch = next(data.train_stream(lambda s: 16, start_step=0, start_position=0, pin_memory=False,
+                                   loader_views=trainer.loader_views()))
     first, second = batch.views
     assert first.shape == second.shape == (16, 3, 16, 16)
     assert (first - second).abs().mean().item() > 0.1  # independent parameters per view
@@ -193,8 +198,10 @@ def test_plugin_views_take_over(tiny_config) -> None:
     register_plugin(OwnViews)
     try:
         trainer = Trainer(tiny_config(data={"loader": "dali"}, plugins={"own_views": {}}))
-        assert standard_views(trainer.state) is None
-        batch = next(trainer.state.data.train_stream(lambda s: 16, start_step=0, start_position=0, pin_memory=False))
+        assert trainer.state.task.loader_views() is not None  # the task would let DALI make its view
+        assert trainer.loader_views() is None  # but the engine sees a plugin building its own
+        batch = next(trainer.state.data.train_stream(lambda s: 16, start_step=0, start_position=0, pin_memory=False,
+                                                     loader_views=trainer.loader_views()))
         assert batch.views == [] and batch.images.shape == (16, 3, 16, 16)
     finally:
         unregister_plugin("own_views")

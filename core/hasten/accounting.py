@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from hasten.models.common import model_unchanged
+
 BACKWARD_FACTOR = 2.0
 
 #: decimal prefixes for FLOP figures, largest first
@@ -53,19 +55,14 @@ def count_forward_flops(module: nn.Module, example: torch.Tensor | tuple[torch.T
         from fvcore.nn import FlopCountAnalysis
 
     inputs = example if isinstance(example, tuple) else (example,)
-    was_training = module.training
-    module.eval()
     # fvcore logs a warning per unsupported op (e.g. in-place adds): noise here.
     logging.getLogger("fvcore.nn.jit_analysis").setLevel(logging.ERROR)
-    try:
-        with torch.no_grad():
-            analysis = FlopCountAnalysis(module, inputs)
-            analysis.set_op_handle("aten::scaled_dot_product_attention", _attention_flops)
-            analysis.unsupported_ops_warnings(False)
-            analysis.uncalled_modules_warnings(False)
-            total = float(analysis.total())
-    finally:
-        module.train(was_training)
+    with model_unchanged(module):
+        analysis = FlopCountAnalysis(module, inputs)
+        analysis.set_op_handle("aten::scaled_dot_product_attention", _attention_flops)
+        analysis.unsupported_ops_warnings(False)
+        analysis.uncalled_modules_warnings(False)
+        total = float(analysis.total())
     return total
 
 

@@ -153,7 +153,7 @@ class OptimConfig(Section):
 
 
 class ScheduleConfig(Section):
-    """Core LR schedules, the baselines of METHODS.md section 2."""
+    """Core LR schedules, the baselines of docs/methods.md section 2."""
 
     name: str = Field("cosine", description="a registered schedule: constant, cosine, warmup_cosine (plugins add more)")
     warmup_steps: int | None = Field(None, ge=0, description="linear warm-up length in steps (warmup_cosine)")

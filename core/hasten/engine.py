@@ -41,6 +41,7 @@ from hasten.checkpoint import (
     write_checkpoint,
 )
 from hasten.config import Config, validate_component_options
+from hasten.data.augment import ViewSpec
 from hasten.data.module import DataModule
 from hasten.errors import TrainingInterrupted, TrainingStopped, UserError
 from hasten.plugins import PluginSet, provided_capabilities
@@ -225,7 +226,6 @@ class Trainer:
             hooks=self.hooks,
         )
         state.train_model = model
-        data.state = state  # DataModule.state: the DALI loader reads the step's resolution and magnitude
         if world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -500,6 +500,12 @@ class Trainer:
             Path(state.run_dir) / f"indices-rank{state.rank}.pt",
         )
 
+    def loader_views(self) -> ViewSpec | None:
+        """The views a self-augmenting loader (DALI) may make: the task's, unless a plugin builds its own."""
+        if self.plugins.implemented_by_plugins("hasten_views"):
+            return None
+        return self.state.task.loader_views()
+
     # ------------------------------------------------------------------- loop
     def fit(self) -> RunResult:
         state, hooks, config = self.state, self.hooks, self.config
@@ -519,6 +525,9 @@ class Trainer:
             start_step=state.step,
             start_position=state.images_loaded,
             pin_memory=pin,
+            loader_views=self.loader_views(),
+            step_params=lambda: (int(state.resolution), float(state.aug_magnitude)),  # pulled after step_start
+            device=state.device,
         )
         unlabeled = state.data.unlabeled_stream(
             start_step=state.step, start_position=int(state.scratch.get("engine/unlabeled_loaded", 0)), pin_memory=pin

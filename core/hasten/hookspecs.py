@@ -5,11 +5,38 @@ third-party. Each specification says *when* the engine calls it, *in what
 order* relative to the others, and *how results combine*:
 
 * ``firstresult``: the engine stops at the first implementation that returns
-  something other than ``None`` and uses that value. Built-in defaults are
-  registered with ``trylast=True``, so any plugin's implementation runs first
-  and may take over by returning a value, or decline by returning ``None``.
+  something other than ``None`` and uses that value.
 * "all results": every implementation runs; the engine combines the list of
   non-``None`` results as stated.
+
+**Call order of one hook** (the one rule; ``tests/test_plugin_contract.py``
+pins it). Implementations run in four groups:
+
+1. ``tryfirst`` plugins, in config order;
+2. ``tryfirst`` built-ins, in the order ``hasten.engine.builtin_plugins``
+   lists them (defaults, schedule, accounting, progress, tracking);
+3. unmarked plugins, in the order the config lists them under ``plugins:``;
+4. unmarked built-ins, then ``trylast`` plugins, then ``trylast`` built-ins
+   (each in the order above).
+
+The built-ins whose position matters are marked: the task's set-up
+(``Defaults.hasten_setup``) and the core schedule's set-up (it publishes
+``state.warmup_steps``) and step (``state.lr``, ``state.momentum``) are
+``tryfirst``, so every plugin sees what they publish and overrides what they
+set; the defaults of firstresult hooks and the end-of-run summary are
+``trylast``. Accounting, the progress display and tracking are unmarked: they
+run after every plugin. A plugin that *publishes* something in
+``hasten_setup`` for other plugins marks it ``tryfirst`` (f1clr publishes
+``state.warmup_steps`` that way, so progressive reads it whatever the config
+order). ``HASTEN_TRACE_HOOKS=1`` prints every hook call with its
+implementations in call order (stderr; off by default).
+
+Plugin classes are checked when plugins load: a ``hasten_*`` method that
+matches no specification here (``hasten_step_begin``), one left without
+``@hasten.hookimpl``, or an implementation taking an argument its
+specification does not have is a :class:`hasten.errors.UserError` naming the
+plugin, its distribution and the hook. An implementation may take fewer
+arguments than its specification (pluggy passes only those it names).
 
 Order of a run (``hasten train``)::
 
@@ -24,18 +51,29 @@ Order of a run (``hasten train``)::
         hasten_step_start(state)        (schedules set lr, momentum, resolution, magnitude)
         -- the data stream delivers the batch it formed earlier, sized by
            hasten_batch_size(state, step) and hasten_sampling_active(state, step)
-        hasten_views(state, batch)      (augmented training inputs)
+        hasten_views(state, batch)      (augmented training inputs; skipped when
+                                         the loader made the task's views)
         hasten_select(state, batch)     (subsample a candidate batch)
         hasten_forward(state, batch)    (loss)
         -- backward
         hasten_after_backward(state)
         -- optimizer step
         hasten_step_end(state, output)
+        hasten_step_metrics(state)      (every run.log_every steps, every rank)
         hasten_log(state, metrics, step)    (every run.log_every steps, rank 0)
         hasten_epoch_end(state)         (when the step closes an epoch)
         hasten_evaluate(state)          (every eval.every_steps and at the end)
         hasten_state_dict(state)        (when a checkpoint is written)
     hasten_fit_end(state)
+
+Order of ``hasten estimate`` (no training, no model run; a Trainer is built,
+so register, configure and setup run as above)::
+
+    hasten_register, hasten_configure, hasten_setup
+    per planned step (no hasten_fit_start, no epoch hooks):
+        hasten_step_start(state)        (state.step == step)
+        hasten_batch_size(state, step)
+        hasten_plan_step(state, step, batch_size)
 
 Hooks run on every rank under torchrun unless a spec says otherwise. The
 per-step hooks must stay cheap: pluggy dispatch costs about a microsecond;
@@ -97,8 +135,9 @@ def hasten_configure(config: Config) -> None:
 def hasten_setup(state: State) -> None:
     """Model, optimizer, task and data streams exist; adapt them here (UBN swaps
     BatchNorm layers, schedules read the total step count, tracking opens its
-    run). Called once, built-ins first (they are registered first), then the
-    plugins in the order the config lists them. All results are ignored.
+    run). Called once. Order (see the rule above): the task's set-up and the
+    LR schedule's owner (``state.warmup_steps`` published) first, then the
+    plugins in config order, then tracking. All results are ignored.
     """
 
 
@@ -201,7 +240,9 @@ def hasten_log(state: State, metrics: dict[str, float], step: int) -> None:
 @hookspec
 def hasten_step_metrics(state: State) -> dict[str, float] | None:
     """Contribute diagnostics to the next logged metrics (e.g. selected-sample
-    loss quantiles). Called only on logging steps; results are merged."""
+    loss quantiles). Called on logging steps only (every ``run.log_every``
+    steps and the last), on every rank, after ``hasten_step_end`` and before
+    ``hasten_log``; the result dicts are merged into the logged metrics."""
 
 
 @hookspec

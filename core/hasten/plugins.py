@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import importlib.metadata as metadata
 import inspect
-from collections.abc import Iterable
+import os
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -72,12 +75,70 @@ class PluginInfo:
 
     @property
     def hooks(self) -> list[str]:
+        """The hook specifications this plugin implements (never a name that matches no spec)."""
         if self.plugin_class is None:
             return []
+        known = hook_names()
         return sorted(
             n for n, v in inspect.getmembers(self.plugin_class)
-            if n.startswith("hasten_") and hasattr(v, "hasten_impl")
+            if n in known and hasattr(v, f"{hookspecs.PROJECT}_impl")
         )
+
+
+def hook_names() -> frozenset[str]:
+    """Every hook specified in :mod:`hasten.hookspecs`."""
+    return frozenset(n for n, v in vars(hookspecs).items() if hasattr(v, f"{hookspecs.PROJECT}_spec"))
+
+
+def hook_problems(plugin: type | object) -> list[str]:
+    """What is wrong with the ``hasten_*`` methods of a plugin (class or instance), as sentences.
+
+    A method named like a hook that matches no specification (a typo such as
+    ``hasten_step_begin``) would never be called, and a specified hook left
+    unmarked would never be called either: both are refused when plugins load.
+    """
+    known = hook_names()
+    problems = []
+    for attr, value in inspect.getmembers(plugin):
+        if not attr.startswith("hasten_") or not callable(value):
+            continue
+        if attr not in known:
+            problems.append(f"{attr} matches no hook specification (hooks: see hasten.hookspecs)")
+        elif not hasattr(value, f"{hookspecs.PROJECT}_impl"):
+            problems.append(f"{attr} is not marked @hasten.hookimpl, so it would never be called")
+    return problems
+
+
+def register_checked(manager: pluggy.PluginManager, plugin: object, name: str, distribution: str) -> None:
+    """Register ``plugin`` under ``name``; a wrong hook name or signature is a :class:`UserError`.
+
+    pluggy validates each implementation's arguments against its spec when it
+    is registered (``PluginValidationError``) and reports unknown hooks only in
+    ``check_pending``; both come back here naming the plugin, its distribution
+    and the hook.
+    """
+    where = f"plugin {name!r} (distribution {distribution})"
+    problems = hook_problems(plugin)
+    if problems:
+        raise UserError(f"plugins.{name}: {where}: " + "; ".join(problems))
+    try:
+        manager.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise UserError(f"plugins.{name}: {where}: {_validation_text(exc)}") from None
+
+
+def _validation_text(exc: pluggy.PluginValidationError) -> str:
+    """pluggy's message without its object reprs (the plugin is named already)."""
+    text = str(exc)
+    match = re.search(r"hook '?(hasten_\w+)'?", text)
+    hook = match.group(1) if match else "a hook"
+    if "argument" in text.lower():
+        found = re.search(r"\{(.*?)\}", text)
+        extra = f" ({found.group(1)})" if found else ""
+        spec = getattr(hookspecs, hook, None)
+        allowed = ", ".join(inspect.signature(spec).parameters) if spec is not None else "?"
+        return f"{hook} takes arguments its specification does not have{extra}; allowed: {allowed}"
+    return f"{hook}: {text}"
 
 
 _IN_CODE: dict[str, PluginInfo] = {}
@@ -163,6 +224,12 @@ class PluginSet:
     def get(self, name: str) -> Plugin | None:
         return next((p for p in self.enabled if p.name == name), None)
 
+    def implemented_by_plugins(self, hook: str) -> list[str]:
+        """The enabled plugins (not built-ins) implementing ``hook``, in call order."""
+        names = {p.name for p in self.enabled}
+        impls = getattr(self.manager.hook, hook).get_hookimpls()
+        return [impl.plugin_name for impl in reversed(impls) if impl.plugin_name in names]
+
     @classmethod
     def build(cls, config: Config, builtins: Iterable[object] = ()) -> PluginSet:
         """Validate ``config.plugins`` and register built-ins and plugins.
@@ -175,14 +242,15 @@ class PluginSet:
         enabled = [plugin_class(settings) for plugin_class, settings in validate_plugin_settings(config, infos)]
         _check_relations(enabled)
 
-        manager = pluggy.PluginManager(hookspecs.PROJECT)
-        manager.add_hookspecs(hookspecs)
-        for builtin in builtins:
-            manager.register(builtin, name=f"builtin:{type(builtin).__name__}")
-        # pluggy calls the last registered first: register in reverse so that
-        # hooks run in the order the config lists the plugins.
+        manager = new_manager()
+        # pluggy calls the last registered first (within tryfirst / unmarked / trylast): register the
+        # built-ins in reverse, then the plugins in reverse, so each group runs in the order given
+        # (built-ins as listed, plugins as the config lists them). The rule: hasten.hookspecs.
+        for builtin in reversed(list(builtins)):
+            register_checked(manager, builtin, f"builtin:{type(builtin).__name__}", "hasten")
         for plugin in reversed(enabled):
-            manager.register(plugin, name=plugin.name)
+            register_checked(manager, plugin, plugin.name, infos[plugin.name].distribution)
+        manager.check_pending()  # nothing left to find after register_checked; pluggy's own net
         return cls(manager, enabled, infos)
 
 
@@ -242,16 +310,46 @@ def provided_capabilities(plugins: Iterable[Plugin]) -> dict[str, str]:
     return {cap: p.name for p in plugins for cap in p.provides}
 
 
-def add_plugin_commands(subparsers: Any) -> list[str]:
-    """Let every installed plugin class add CLI commands; returns load errors."""
+def new_manager() -> pluggy.PluginManager:
+    """A plugin manager with hasten's hook specifications; ``HASTEN_TRACE_HOOKS=1`` traces every call."""
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
+    if os.environ.get(TRACE_VARIABLE, "") not in ("", "0"):
+        _trace_calls(manager)
+    return manager
+
+
+#: set to 1 to print every hook call (hook, implementations in call order, arguments' names) to stderr
+TRACE_VARIABLE = "HASTEN_TRACE_HOOKS"
+
+
+def _trace_calls(manager: pluggy.PluginManager) -> None:
+    def before(hook_name: str, hook_impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        # pluggy calls the implementations from the end of the list
+        order = " > ".join(impl.plugin_name for impl in reversed(hook_impls))
+        step = getattr(kwargs.get("state"), "step", None)
+        where = f" step {step}" if step is not None else ""
+        print(f"hook {hook_name}{where}: {order or '(none)'}", file=sys.stderr, flush=True)
+
+    def after(outcome: Any, hook_name: str, hook_impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        pass
+
+    manager.add_hookcall_monitoring(before, after)
+
+
+def add_plugin_commands(subparsers: Any) -> list[str]:
+    """Let every installed plugin class add CLI commands; returns load errors."""
+    manager = new_manager()
     problems = []
     for info in installed_plugins().values():
         if info.plugin_class is None:
             problems.append(f"{info.name} ({info.distribution}): {info.error}")
             continue
         if "hasten_add_commands" in info.hooks:
-            manager.register(info.plugin_class, name=f"cli:{info.name}")
+            try:
+                register_checked(manager, info.plugin_class, f"cli:{info.name}", info.distribution)
+            except UserError as exc:
+                problems.append(f"{info.name} ({info.distribution}): {exc}")
+                continue
     manager.hook.hasten_add_commands(subparsers=subparsers)
     return problems

@@ -1,4 +1,4 @@
-"""Core learning-rate schedules: the baselines of METHODS.md section 2.
+"""Core learning-rate schedules: the baselines of docs/methods.md section 2.
 
 Pure functions of the step (0-based ``step`` of ``total_steps`` = L):
 

@@ -1,4 +1,4 @@
-"""The mutable run state every hook receives, and the per-step data records."""
+"""The mutable run state every hook receives (the per-step records live in :mod:`hasten.batch`)."""
 
 from __future__ import annotations
 
@@ -7,70 +7,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from hasten.batch import Batch, StepOutput
+
+__all__ = ["Batch", "State", "StepOutput"]
+
 if TYPE_CHECKING:
     from hasten.accounting import FlopAccountant
     from hasten.config import Config
     from hasten.data.module import DataModule
     from hasten.tasks.base import Task
-
-
-@dataclass
-class Batch:
-    """One step's data as it moves through the hooks.
-
-    ``images`` are uint8 (N, C, H, W) at the source size on the training device
-    (or float vectors for vector data). ``views`` are the augmented float
-    inputs the task trains on (one for classification, two or more for SSL);
-    a loader that augments itself (DALI) fills ``views`` and the core
-    augmentation is skipped. ``indices`` are dataset indices (selection
-    diagnostics, coverage tests). ``unlabeled`` carries the second stream's
-    batch when the data config names one (UBN). ``extras`` holds
-    task-specific tensors (e.g. depth maps) indexed like ``images``.
-    """
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    indices: torch.Tensor
-    views: list[torch.Tensor] = field(default_factory=list)
-    unlabeled: Batch | None = None
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def subset(self, keep: torch.Tensor) -> Batch:
-        """The samples at positions ``keep`` (views and extras included)."""
-        return Batch(
-            images=self.images[keep],
-            labels=self.labels[keep],
-            indices=self.indices[keep],
-            views=[v[keep] for v in self.views],
-            unlabeled=self.unlabeled,
-            extras={k: v[keep] for k, v in self.extras.items()},
-        )
-
-    def to(self, device: torch.device, non_blocking: bool = True) -> Batch:
-        return Batch(
-            images=self.images.to(device, non_blocking=non_blocking),
-            labels=self.labels.to(device, non_blocking=non_blocking),
-            indices=self.indices,
-            views=[v.to(device, non_blocking=non_blocking) for v in self.views],
-            unlabeled=None if self.unlabeled is None else self.unlabeled.to(device, non_blocking),
-            extras={k: v.to(device, non_blocking=non_blocking) for k, v in self.extras.items()},
-        )
-
-
-@dataclass
-class StepOutput:
-    """What a forward returns: the scalar ``loss`` to back-propagate, per-sample
-    losses when the task has them (selection ranks them; detached), the number
-    of samples trained on, and extra scalar tensors to log (kept on device
-    until a logging step)."""
-
-    loss: torch.Tensor
-    sample_losses: torch.Tensor | None = None
-    num_samples: int = 0
-    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``hasten compare RUN_OR_CONFIG...``: cost to equal accuracy, as METHODS.md reports it.
+"""``hasten compare RUN_OR_CONFIG...``: cost to equal accuracy, as docs/methods.md reports it.
 
 Each argument is a config file (trained now, one after another, with
 tracking on) or an MLflow run id (read from ``--uri``, default the tracking
@@ -290,6 +290,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def add_compare_command(subparsers: Any) -> None:
+    from hasten.cli import add_override_argument
+
     parser = subparsers.add_parser(
         "compare", help="train configs and/or read MLflow runs; table of cost to the baseline's accuracy, and a plot"
     )
@@ -300,8 +302,7 @@ def add_compare_command(subparsers: Any) -> None:
     parser.add_argument("--target", type=float, default=None, help="target value (default: the first run's final)")
     parser.add_argument("--lower-is-better", action="store_true", help="the metric improves downwards (losses)")
     parser.add_argument("--plot", default="hasten-compare.png", metavar="PATH", help="PNG of metric vs FLOPs")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a value in every config given (repeatable)")
+    add_override_argument(parser, help="override a value in every config given (repeatable)")
     parser.add_argument("--frontier", default=None, metavar="SWEEP_DIR",
                         help="a `hasten sweep` folder (or its frontier.json): speed-up against its baseline frontier")
     parser.add_argument("--json", action="store_true", help="machine-readable output")

@@ -1,9 +1,14 @@
 """Built-in plugins: the defaults of the firstresult hooks, the core LR
 schedule, FLOP accounting and the progress display.
 
-They implement the same public hooks as any third-party plugin. Defaults of
-firstresult hooks are ``trylast`` so every plugin may take over; the schedule
-is ``tryfirst`` so plugins that set hyper-parameters run after it and win.
+They implement the same public hooks as any third-party plugin. Where a
+built-in's position relative to the plugins matters it is marked (the call
+order rule is in :mod:`hasten.hookspecs`): defaults of firstresult hooks are
+``trylast`` so every plugin may take over; the task's and the schedule's
+set-up and the schedule's step are ``tryfirst`` so plugins see what they
+publish (``state.warmup_steps``) and override what they set; the summary is
+``trylast``. Unmarked built-ins (accounting, the progress display, tracking)
+run after every plugin.
 """
 
 from __future__ import annotations
@@ -74,8 +79,9 @@ class Schedule(Plugin):
         self.function = REGISTRY.schedules.get(sched.name, key="schedule.name")
         self.warmup_steps = 0
 
-    @hookimpl
+    @hookimpl(tryfirst=True)
     def hasten_setup(self, state: State) -> None:
+        # before every plugin's set-up: state.warmup_steps is final when plugins read it
         sched = self.config.schedule
         if sched.warmup_fraction is not None:
             self.warmup_steps = round(sched.warmup_fraction * state.total_steps)

@@ -12,7 +12,7 @@ except fvcore's counting, once per input shape.
 
 The same walk on the config with every plugin removed gives the baseline;
 the ratio of the two is the planned cost, and for a resolution schedule the
-quadratic estimate of METHODS.md (M = 1/L sum_t (r_max / r_t)^2, eq. 3.9)
+quadratic estimate of docs/methods.md (M = 1/L sum_t (r_max / r_t)^2, eq. 3.9)
 is printed beside the counted figure.
 """
 
@@ -161,7 +161,7 @@ def estimate(config: Config) -> dict[str, Any]:
         "ratio": planned.total_flops / baseline.total_flops if baseline.total_flops else float("nan"),
         "speedup": baseline.total_flops / planned.total_flops if planned.total_flops else float("nan"),
         "quadratic": {
-            # METHODS.md eq. 3.9, as the research states it
+            # docs/methods.md eq. 3.9, as the research states it
             "M_eq_3_9": planned.inverse_square_sum / steps,
             # the same cost ~ r^2 assumption, as a ratio of summed costs
             "r2_cost_speedup": steps / planned.square_sum if planned.square_sum else float("nan"),
@@ -204,7 +204,7 @@ def format_report(report: dict[str, Any], source: str) -> str:
         quad = report["quadratic"]
         lines += [
             "",
-            f"  quadratic estimate M = 1/L sum (r_max/r_t)^2 (METHODS.md eq. 3.9): {quad['M_eq_3_9']:.3f}x",
+            f"  quadratic estimate M = 1/L sum (r_max/r_t)^2 (docs/methods.md eq. 3.9): {quad['M_eq_3_9']:.3f}x",
             f"  cost ~ r^2 as a ratio of summed costs: {quad['r2_cost_speedup']:.3f}x",
             f"  counted (fvcore, whole run incl. overhead): {report['speedup']:.3f}x",
         ]

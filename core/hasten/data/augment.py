@@ -68,6 +68,17 @@ class AugmentPolicy:
         return cls(crop_scale=(0.2, 1.0), flip=0.5, color_jitter=0.8, grayscale=0.2, blur=blur, solarize=solarize)
 
 
+@dataclass(frozen=True)
+class ViewSpec:
+    """Views a loader makes itself (DALI): ``num_views`` independent draws of ``policy``, normalised with
+    mean/std. A task declares the ones it trains on with ``Task.loader_views``."""
+
+    policy: AugmentPolicy
+    num_views: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
 _norm_cache: dict[tuple[tuple[float, ...], tuple[float, ...], torch.device], tuple[Tensor, Tensor]] = {}
 
 

@@ -9,9 +9,9 @@ The contract with the core (docs/architecture.md, section "DALI"):
   uint8 HWC arrays for in-memory datasets (procedural, npz, CIFAR, IDX) —
   instead of letting a DALI reader shuffle on its own.
 * **Per-step parameters.** The engine pulls a batch after
-  ``hasten_step_start``; the stream then reads ``state.resolution`` and
-  ``state.aug_magnitude`` from :attr:`DataModule.state` and passes them, with
-  every view's random parameters, as per-sample inputs of that iteration. The
+  ``hasten_step_start``; the stream then asks the ``step_params`` callable the
+  engine handed it for that step's resolution and magnitude and passes them,
+  with every view's random parameters, as per-sample inputs of that iteration. The
   pipeline is built once and never rebuilt; one iteration is in flight at a
   time, so a changed resolution takes effect at the very step it is set.
 * **Randomness.** Augmentation parameters are drawn on the host with numpy
@@ -28,9 +28,11 @@ The contract with the core (docs/architecture.md, section "DALI"):
   resolution R (decoded, shorter side resized to R, centre-cropped, as the
   torch readers do). ``views``: normalised float32 (N, C, r, r) at the step's
   resolution r, one per view (classification 1, ssl 2), filled only when the
-  task's views are the standard policy views and no plugin implements
-  ``hasten_views`` (Hard Augment); otherwise ``views`` stays empty and the
-  engine's ``hasten_views`` augments ``images`` on the device as with torch.
+  engine hands the stream a :class:`~hasten.data.augment.ViewSpec`: the task
+  declares the loader-made views it needs (``Task.loader_views``) and the
+  engine passes them unless a plugin implements ``hasten_views`` (Hard
+  Augment); otherwise ``views`` stays empty and the engine's ``hasten_views``
+  augments ``images`` on the device as with torch.
 * **Devices.** ``data.dali_device`` (auto: gpu when ``run.device`` is CUDA):
   on cpu the pipeline has no device (``device_id=None``); on gpu JPEGs are
   decoded by the "mixed" (nvJPEG) decoder, the whole chain runs on the GPU and
@@ -46,7 +48,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +55,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hasten.data.augment import SIMCLR_MAGNITUDE, AugmentPolicy
+from hasten.batch import Batch
+from hasten.data.augment import SIMCLR_MAGNITUDE, AugmentPolicy, ViewSpec
 from hasten.data.stream import StepBatchSampler
 from hasten.errors import DataError, UserError
-from hasten.state import Batch
 
 INSTALL_HINT = "pip install hasten[dali] (the nvidia-dali-cuda120 wheel)"
 
@@ -144,16 +145,6 @@ def draw_view_params(u: np.ndarray, policy: AugmentPolicy, resolution: int, magn
     out[..., P_SOLAR] = u[..., U_SOLAR] < policy.solarize
     out[..., P_MIRROR] = u[..., U_FLIP] < policy.flip
     return out
-
-
-@dataclass(frozen=True)
-class ViewSpec:
-    """The views the pipeline makes: ``num_views`` independent draws of ``policy``, normalised with mean/std."""
-
-    policy: AugmentPolicy
-    num_views: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
 
 
 def _augment(dali: Any, images: Any, params: Any, spec: ViewSpec, channels: int, gpu: bool) -> Any:
@@ -404,33 +395,23 @@ class DaliLoader:
             step += 1
 
 
-def standard_views(state: Any) -> ViewSpec | None:
-    """The views DALI may make for this run: the task's policy views, unless a plugin builds its own.
-
-    Classification (1 view) and SSL (2 views) tasks draw their views from
-    ``task.policy``; a plugin implementing ``hasten_views`` (Hard Augment: m
-    views and a mining pass) or another task (depth) gets ``batch.images``
-    and augments them itself, so DALI makes no views then.
-    """
-    from hasten.builtins.core import Defaults
-    from hasten.tasks.classification import ClassificationTask
-    from hasten.tasks.ssl import SSLTask
-
-    task = state.task
-    if getattr(type(task), "views", None) not in (ClassificationTask.views, SSLTask.views):
-        return None
-    hooks = getattr(state, "hooks", None)
-    if hooks is not None and any(not isinstance(i.plugin, Defaults) for i in hooks.hasten_views.get_hookimpls()):
-        return None
-    return ViewSpec(policy=task.policy, num_views=int(task.num_views), mean=tuple(task.info.mean),
-                    std=tuple(task.info.std))
-
-
-def dali_stream(data: Any, dataset: Any, sampler: StepBatchSampler) -> Iterator[Batch]:
+def dali_stream(
+    data: Any,
+    dataset: Any,
+    sampler: StepBatchSampler,
+    *,
+    views: ViewSpec | None = None,
+    step_params: Callable[[], tuple[int, float]] | None = None,
+    device: torch.device | None = None,
+) -> Iterator[Batch]:
     """The training stream of ``data`` (a DataModule) through DALI; errors (no DALI, no CUDA) raise here, eagerly.
 
-    Without a run state attached (a DataModule used on its own) the stream
-    delivers decoded images only, at ``data.resolution``.
+    ``views``: the views the pipeline makes (the engine passes the task's
+    :meth:`~hasten.tasks.base.Task.loader_views` when no plugin builds its own),
+    ``None`` for decoded images only. ``step_params`` answers the resolution
+    and magnitude of the step whose batch is pulled (default: ``data.resolution``
+    and ``data.augment.magnitude``). ``device``: the run's device (CUDA picks the
+    GPU pipeline under ``dali_device: auto``).
     """
     config = data.config
     require_dali()
@@ -444,27 +425,20 @@ def dali_stream(data: Any, dataset: Any, sampler: StepBatchSampler) -> Iterator[
             "data.skip_corrupt: not supported with data.loader: 'dali' (its decoder stops on an unreadable file); "
             "set data.loader: torch, or remove the unreadable files"
         )
-    state = data.state
-    run_device = state.device if state is not None else None
-    device = dali_device(config.data.dali_device, run_device)
+    pipeline_device = dali_device(config.data.dali_device, device)
     device_id: int | None = None
-    if device == "gpu":
-        device_id = run_device.index if run_device is not None and run_device.index is not None else (
+    if pipeline_device == "gpu":
+        device_id = device.index if device is not None and device.index is not None else (
             torch.cuda.current_device()
         )
-    if state is not None:
-        views = standard_views(state)
+    if step_params is None:
+        fixed = (int(config.data.resolution), float(config.data.augment.magnitude))
 
         def step_params() -> tuple[int, float]:
-            return int(state.resolution), float(state.aug_magnitude)
-    else:
-        views = None
-
-        def step_params() -> tuple[int, float]:
-            return int(config.data.resolution), float(config.data.augment.magnitude)
+            return fixed
 
     loader = DaliLoader(
-        dataset, step_params=step_params, views=views, device=device, device_id=device_id,
+        dataset, step_params=step_params, views=views, device=pipeline_device, device_id=device_id,
         threads=config.data.num_workers, seed=config.run.seed, rank=data.rank, max_batch=data.batch_size,
     )
     return loader.stream(sampler)

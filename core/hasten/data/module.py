@@ -8,11 +8,12 @@ from typing import Any
 
 import torch
 
+from hasten.batch import Batch
 from hasten.config import Config
+from hasten.data.augment import ViewSpec
 from hasten.data.stream import DataInfo, StepBatchSampler, eval_batches, torch_stream
 from hasten.errors import UserError
 from hasten.registry import REGISTRY
-from hasten.state import Batch
 
 
 def build_dataset(
@@ -54,9 +55,6 @@ class DataModule:
             options.setdefault("skip_corrupt", True)
         common: dict[str, Any] = {"resolution": data.resolution, "seed": seed, "path": data.path, "options": options}
         self.skipped_files: list[str] = []
-        #: the run's State, attached by the engine once built (None for a DataModule on its own). A loader
-        #: that augments itself (DALI) reads each step's resolution and magnitude from it when a batch is pulled.
-        self.state: Any = None
         train = build_dataset(data.dataset, split="train", key="data", **common)
         self.val = build_dataset(data.dataset, split="val", key="data", **common)
         if data.train_samples is not None:
@@ -119,8 +117,24 @@ class DataModule:
         return max(1, len(self.train) // self.config.data.batch_size)
 
     def train_stream(
-        self, batch_size_for_step: Callable[[int], int], *, start_step: int, start_position: int, pin_memory: bool
+        self,
+        batch_size_for_step: Callable[[int], int],
+        *,
+        start_step: int,
+        start_position: int,
+        pin_memory: bool,
+        loader_views: ViewSpec | None = None,
+        step_params: Callable[[], tuple[int, float]] | None = None,
+        device: torch.device | None = None,
     ) -> Iterator[Batch]:
+        """One batch per step from ``start_step`` on, ``batch_size_for_step(step)`` samples each.
+
+        For a loader that augments itself (``data.loader: dali``) the engine
+        passes what it needs, explicitly: ``loader_views`` (the views to make,
+        ``None``: images only), ``step_params`` (the resolution and magnitude of
+        the step whose batch is pulled) and the run's ``device``. The torch
+        back-end delivers images; the engine augments them on the device.
+        """
         sampler = StepBatchSampler(
             len(self.train),
             batch_size_for_step,
@@ -133,7 +147,9 @@ class DataModule:
         if self.config.data.loader == "dali":
             from hasten.data.dali import dali_stream
 
-            return dali_stream(self, self.train, sampler)
+            return dali_stream(
+                self, self.train, sampler, views=loader_views, step_params=step_params, device=device
+            )
         return torch_stream(
             self.train, sampler, num_workers=self.config.data.num_workers, pin_memory=pin_memory,
             seed=self.config.run.seed, on_skipped=self.record_skipped,

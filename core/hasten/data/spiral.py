@@ -1,4 +1,4 @@
-"""The two-class spiral of the UBN toy study (METHODS.md section 1, Fig. 2.2-2.5).
+"""The two-class spiral of the UBN toy study (docs/methods.md section 1, Fig. 2.2-2.5).
 
 Vector data: float (N, 2) points, ``channels == 2``, ``source_resolution == 0``.
 Class k lies on the arm ``r(t) = t / t_max``, angle ``t + k * pi``, for

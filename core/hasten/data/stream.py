@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
+from hasten.batch import Batch
 from hasten.errors import DataError, UserError
-from hasten.state import Batch
 
 
 def epoch_permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:

@@ -14,7 +14,13 @@ from torch import nn
 
 from hasten.errors import UserError
 from hasten.models import dispnet, mlp, resnet, vit
-from hasten.models.common import Backbone, make_head
+from hasten.models.common import (
+    Backbone,
+    BufferSnapshot,
+    legal_resolution,
+    make_head,
+    model_unchanged,
+)
 from hasten.models.mlp import MLP
 from hasten.models.resnet import SmallResNet, TorchvisionResNet
 from hasten.models.vit import VisionTransformer, sincos_2d
@@ -64,14 +70,17 @@ def check_resolution(model: nn.Module, resolution: int, key: str) -> None:
 __all__ = [
     "MLP",
     "Backbone",
+    "BufferSnapshot",
     "SmallResNet",
     "TorchvisionResNet",
     "VisionTransformer",
     "build_model",
     "check_resolution",
     "dispnet",
+    "legal_resolution",
     "make_head",
     "mlp",
+    "model_unchanged",
     "resnet",
     "sincos_2d",
     "vit",

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
 from torch import Tensor, nn
 
 from hasten.errors import UserError
@@ -33,3 +37,54 @@ class Backbone(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.forward_features(x))
+
+
+class BufferSnapshot:
+    """Room for a copy of every buffer of ``model`` (allocated once), for :func:`model_unchanged`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.buffers = list(model.buffers())
+        self.saved = [b.detach().clone() for b in self.buffers]
+
+    def save(self) -> None:
+        for saved, buffer in zip(self.saved, self.buffers, strict=True):
+            saved.copy_(buffer)
+
+    def restore(self) -> None:
+        for saved, buffer in zip(self.saved, self.buffers, strict=True):
+            buffer.copy_(saved)
+
+
+@contextmanager
+def model_unchanged(
+    model: nn.Module, *, train: bool = False, buffers: BufferSnapshot | None = None
+) -> Iterator[nn.Module]:
+    """Run ``model`` without changing its state (scoring, evaluation, FLOP counting, diagnostics).
+
+    Inside: no gradient, eval mode (``train=True``: train mode, e.g. BatchNorm
+    with batch statistics). On exit every submodule gets back the train/eval
+    mode it had; with ``buffers`` (a :class:`BufferSnapshot` of ``model``)
+    every buffer is copied back too, since a train-mode forward updates
+    BatchNorm's running statistics even under no_grad.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    if buffers is not None:
+        buffers.save()
+    model.train(train)
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        for module, mode in modes:
+            module.training = mode
+        if buffers is not None:
+            buffers.restore()
+
+
+def legal_resolution(model: nn.Module, resolution: int) -> int:
+    """The side nearest ``resolution`` that ``model`` accepts: a multiple of its patch size (ViT), at least its
+    ``min_resolution`` (the rule :func:`hasten.models.check_resolution` enforces)."""
+    patch = int(getattr(model, "patch_size", 1) or 1)
+    minimum = max(1, int(getattr(model, "min_resolution", 1)))
+    legal = max(patch, round(resolution / patch) * patch)
+    return max(legal, -(-minimum // patch) * patch)

@@ -1,4 +1,4 @@
-"""DispNet-style encoder-decoder for dense depth (METHODS.md section 1, after SfMLearner).
+"""DispNet-style encoder-decoder for dense depth (docs/methods.md section 1, after SfMLearner).
 
 Encoder: per level a stride-2 and a stride-1 3x3 conv-BN-ReLU block. Decoder:
 per level upsample to the skip connection's size, a 3x3 conv-BN-ReLU, concatenate

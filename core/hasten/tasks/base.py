@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 import torch.distributed as dist
@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 from torch import nn
 
 from hasten.config import Config, format_validation_error
-from hasten.data.augment import AugmentPolicy
+from hasten.data.augment import AugmentPolicy, ViewSpec
 from hasten.errors import UserError
 from hasten.registry import Options
 
@@ -57,6 +57,17 @@ class Task:
     def forward(self, state: State, batch: Batch, model: nn.Module) -> StepOutput:
         raise NotImplementedError
 
+    def loader_views(self) -> ViewSpec | None:
+        """The views a loader that augments itself (DALI) may make for this task, or ``None``.
+
+        A task whose :meth:`views` are ``num_views`` independent draws of one
+        policy declares them here; the engine hands them to the stream unless
+        a plugin implements ``hasten_views``, and then skips :meth:`views`.
+        Tasks whose views need more (depth: the depth map follows the crop)
+        keep the default ``None`` and get ``batch.images``.
+        """
+        return None
+
     def evaluate(self, state: State) -> dict[str, float]:
         return {}
 
@@ -73,10 +84,6 @@ class Task:
 
     def load_state_dict(self, blob: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
-
-    def sample_losses(self, model: nn.Module, inputs: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """Per-sample losses of ``inputs`` (selection scoring); no reduction."""
-        raise UserError(f"task {self.name!r} has no per-sample loss; selection needs task.name: classification")
 
     def forward_flops_per_sample(self, accountant: FlopAccountant, resolution: int) -> float:
         """Forward FLOPs of one training sample (all its views) at ``resolution``."""
@@ -103,6 +110,33 @@ class Task:
             if getattr(aug, k) is not None
         }
         return dataclasses.replace(policy, **changes) if changes else policy
+
+
+@runtime_checkable
+class PerSampleLosses(Protocol):
+    """A task that can score samples one by one (Fast Online Minibatch Selection ranks them)."""
+
+    def sample_losses(self, model: nn.Module, inputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Per-sample losses (N,) of ``inputs``, no reduction; the caller holds no_grad and the model's mode."""
+        ...
+
+
+@runtime_checkable
+class PairScoring(Protocol):
+    """A task that trains on pairs of views and can score every pair of m views (Hard Augment mines them)."""
+
+    def augment_views(self, state: State, images: torch.Tensor, count: int) -> torch.Tensor:
+        """``count`` independent augmentations of every image: (count, N, C, r, r)."""
+        ...
+
+    def score_pairs(self, state: State, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Losses (N, C(m, 2)) of all pairs of ``views`` (m, N, C, r, r) and the targets, without gradient
+        and without changing any model state."""
+        ...
+
+    def scoring_flops_per_view(self, accountant: FlopAccountant, resolution: int) -> float:
+        """Forward FLOPs of scoring one view at ``resolution``."""
+        ...
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:

@@ -10,10 +10,11 @@ from pydantic import Field
 from torch import nn
 
 from hasten.config import Config
-from hasten.data.augment import augment_batch, eval_batch
+from hasten.data.augment import ViewSpec, augment_batch, eval_batch
 from hasten.data.stream import DataInfo
 from hasten.errors import UserError
 from hasten.models import build_model
+from hasten.models.common import model_unchanged
 from hasten.registry import REGISTRY, Options
 from hasten.state import Batch, State, StepOutput
 from hasten.tasks.base import Task, all_reduce_sum
@@ -62,6 +63,11 @@ class ClassificationTask(Task):
             )
         ]
 
+    def loader_views(self) -> ViewSpec | None:
+        if self.vector_data:
+            return None
+        return ViewSpec(self.policy, 1, tuple(self.info.mean), tuple(self.info.std))
+
     def sample_losses(self, model: nn.Module, inputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         return F.cross_entropy(model(inputs), batch.labels, reduction="none")
 
@@ -86,30 +92,28 @@ class ClassificationTask(Task):
     def _score(self, state: State, batches: Iterator[Batch], prefix: str, max_batches: int | None) -> dict[str, float]:
         """Loss, top-1 and top-5 of the model in eval mode over ``batches`` (all ranks together)."""
         model = self.model
-        was_training = model.training
-        model.eval()
-        totals = torch.zeros(4, dtype=torch.float64, device=state.device)  # n, loss, top1, top5
-        k = min(5, self.info.num_classes)
-        for i, batch in enumerate(batches):
-            if max_batches is not None and i >= max_batches:
-                break
-            images = batch.images.to(state.device)
-            labels = batch.labels.to(state.device)
-            inputs = images.float() if images.dim() != 4 else eval_batch(
-                images, state.max_resolution, self.info.mean, self.info.std
-            )
-            logits = model(inputs).float()
-            topk = logits.topk(k, dim=1).indices
-            hits = topk.eq(labels[:, None])
-            totals += torch.stack(
-                [
-                    torch.tensor(float(labels.numel()), device=state.device, dtype=torch.float64),
-                    F.cross_entropy(logits, labels, reduction="sum").double(),
-                    hits[:, 0].sum().double(),
-                    hits.any(dim=1).sum().double(),
-                ]
-            )
-        model.train(was_training)
+        with model_unchanged(model):
+            totals = torch.zeros(4, dtype=torch.float64, device=state.device)  # n, loss, top1, top5
+            k = min(5, self.info.num_classes)
+            for i, batch in enumerate(batches):
+                if max_batches is not None and i >= max_batches:
+                    break
+                images = batch.images.to(state.device)
+                labels = batch.labels.to(state.device)
+                inputs = images.float() if images.dim() != 4 else eval_batch(
+                    images, state.max_resolution, self.info.mean, self.info.std
+                )
+                logits = model(inputs).float()
+                topk = logits.topk(k, dim=1).indices
+                hits = topk.eq(labels[:, None])
+                totals += torch.stack(
+                    [
+                        torch.tensor(float(labels.numel()), device=state.device, dtype=torch.float64),
+                        F.cross_entropy(logits, labels, reduction="sum").double(),
+                        hits[:, 0].sum().double(),
+                        hits.any(dim=1).sum().double(),
+                    ]
+                )
         n, loss, top1, top5 = all_reduce_sum(totals).tolist()
         n = max(n, 1.0)
         metrics = {f"{prefix}/loss": loss / n, f"{prefix}/acc1": top1 / n}

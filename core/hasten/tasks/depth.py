@@ -1,4 +1,4 @@
-"""Dense monocular depth regression (METHODS.md section 1, the UBN depth experiment).
+"""Dense monocular depth regression (docs/methods.md section 1, the UBN depth experiment).
 
 Data: images plus a per-pixel depth map in metres in ``batch.extras["depth"]``
 ((N, 1, H, W), 0 = no measurement, e.g. pixels without a projected Velodyne
@@ -31,6 +31,7 @@ from hasten.config import Config
 from hasten.data.stream import DataInfo
 from hasten.errors import UserError
 from hasten.models import build_model
+from hasten.models.common import model_unchanged
 from hasten.registry import REGISTRY, Options
 from hasten.state import Batch, State, StepOutput
 from hasten.tasks.base import Task, all_reduce_sum
@@ -134,31 +135,29 @@ class DepthTask(Task):
     @torch.no_grad()
     def evaluate(self, state: State) -> dict[str, float]:
         model = self.model
-        was_training = model.training
-        model.eval()
-        totals = torch.zeros(4, dtype=torch.float64, device=state.device)  # pixels, loss, delta1 hits, abs-rel sum
-        for i, batch in enumerate(state.data.val_batches(self.config.eval.batch_size)):
-            if self.config.eval.max_batches is not None and i >= self.config.eval.max_batches:
-                break
-            if "depth" not in batch.extras:
-                raise UserError(f"task depth: the val split of {self.config.data.dataset!r} has no depth maps")
-            images = _normalise(batch.images.to(state.device), state.max_resolution, self.info.mean, self.info.std)
-            predictions = model(images)
-            prediction = (predictions[0] if isinstance(predictions, tuple | list) else predictions).float()
-            target = resize_depth(batch.extras["depth"].to(state.device).float(), prediction.shape[-2:])
-            valid = (target > 0) & (target <= self.options.max_depth)
-            d_hat, d = prediction[valid].double(), target[valid].double()
-            loss_sum, _ = self._pixel_loss(prediction, target)
-            ratio = torch.maximum(d_hat / d, d / d_hat)
-            totals += torch.stack(
-                [
-                    torch.tensor(float(d.numel()), dtype=torch.float64, device=state.device),
-                    loss_sum.double().sum(),
-                    (ratio < 1.25).double().sum(),
-                    ((d_hat - d).abs() / d).sum(),
-                ]
-            )
-        model.train(was_training)
+        with model_unchanged(model):
+            totals = torch.zeros(4, dtype=torch.float64, device=state.device)  # pixels, loss, delta1 hits, abs-rel sum
+            for i, batch in enumerate(state.data.val_batches(self.config.eval.batch_size)):
+                if self.config.eval.max_batches is not None and i >= self.config.eval.max_batches:
+                    break
+                if "depth" not in batch.extras:
+                    raise UserError(f"task depth: the val split of {self.config.data.dataset!r} has no depth maps")
+                images = _normalise(batch.images.to(state.device), state.max_resolution, self.info.mean, self.info.std)
+                predictions = model(images)
+                prediction = (predictions[0] if isinstance(predictions, tuple | list) else predictions).float()
+                target = resize_depth(batch.extras["depth"].to(state.device).float(), prediction.shape[-2:])
+                valid = (target > 0) & (target <= self.options.max_depth)
+                d_hat, d = prediction[valid].double(), target[valid].double()
+                loss_sum, _ = self._pixel_loss(prediction, target)
+                ratio = torch.maximum(d_hat / d, d / d_hat)
+                totals += torch.stack(
+                    [
+                        torch.tensor(float(d.numel()), dtype=torch.float64, device=state.device),
+                        loss_sum.double().sum(),
+                        (ratio < 1.25).double().sum(),
+                        ((d_hat - d).abs() / d).sum(),
+                    ]
+                )
         pixels, loss, hits, abs_rel = all_reduce_sum(totals).tolist()
         pixels = max(pixels, 1.0)
         return {"val/loss": loss / pixels, "val/delta1": hits / pixels, "val/abs_rel": abs_rel / pixels}

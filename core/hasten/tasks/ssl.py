@@ -31,7 +31,7 @@ from pydantic import ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from hasten.config import Config
-from hasten.data.augment import augment_batch, eval_batch
+from hasten.data.augment import ViewSpec, augment_batch, eval_batch
 from hasten.data.stream import DataInfo, eval_batches
 from hasten.errors import UserError
 from hasten.models import build_model
@@ -396,6 +396,9 @@ class SSLTask(Task):
 
     def views(self, state: State, batch: Batch) -> list[Tensor]:
         return list(self.augment_views(state, batch.images, 2).unbind(0))
+
+    def loader_views(self) -> ViewSpec | None:
+        return ViewSpec(self.policy, self.num_views, tuple(self.info.mean), tuple(self.info.std))
 
     def embed(self, model: nn.Module, inputs: Tensor) -> Embeddings:
         """Online and target outputs of a batch of views (B, C, r, r) -> (B, D) each."""

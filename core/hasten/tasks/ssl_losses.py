@@ -1,4 +1,4 @@
-"""Self-supervised losses as pure functions of view embeddings (METHODS.md section 4).
+"""Self-supervised losses as pure functions of view embeddings (docs/methods.md section 4).
 
 Every method scores a *pair* of views of the same image with a per-sample
 loss, and can score *all* C(m, 2) pairs of m views at once (Hard Augment

@@ -1,4 +1,4 @@
-"""hasten-cooldown: uniform sampling for the last part of training (METHODS.md section 6).
+"""hasten-cooldown: uniform sampling for the last part of training (docs/methods.md section 6).
 
 ``hasten_cooldown.plugin.Cooldown`` is the plugin (entry point ``cooldown``);
 ``hasten_cooldown.phase`` holds the phase arithmetic.

@@ -1,4 +1,4 @@
-"""Cool-down phase arithmetic (METHODS.md section 6), pure functions.
+"""Cool-down phase arithmetic (docs/methods.md section 6), pure functions.
 
 The last ``n`` of ``L`` training steps use plain uniform sampling so the
 model re-adapts to the true data distribution after hard-example training:

@@ -1,4 +1,4 @@
-"""The LR range test (``hasten lr-find``), used to pick F1-CLR's ``max_lr`` (METHODS.md section 2).
+"""The LR range test (``hasten lr-find``), used to pick F1-CLR's ``max_lr`` (docs/methods.md section 2).
 
 A throw-away copy of the run trains for ``steps`` steps while the LR grows
 exponentially, ``lr_t = lr_min * (lr_max / lr_min) ** (t / (steps - 1))``
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -37,9 +36,19 @@ from typing import Any
 import torch
 
 import hasten
-from hasten.config import Config, validate_config
-from hasten.engine import Trainer
-from hasten.errors import TrainingInterrupted, TrainingStopped, UserError
+from hasten.api import (
+    Config,
+    Trainer,
+    TrainingInterrupted,
+    TrainingStopped,
+    UserError,
+    eval_batch,
+    model_unchanged,
+    plugin_provides,
+    tracking_run_id,
+    tracking_uri,
+    validate_config,
+)
 
 #: EMA factor of the smoothed training loss (torch-lr-finder's 0.05 smoothing)
 SMOOTHING = 0.95
@@ -185,22 +194,18 @@ class RangeTest(hasten.Plugin):
 
     def _validation_loss(self, state: hasten.State) -> torch.Tensor:
         assert self.val_batch is not None
-        model = state.model
-        was_training = model.training
         # Eval mode (no dropout, no stochastic depth), except that BatchNorm normalises with the batch's own
         # statistics: during a sweep the running averages lag weights that change fast, and an eval-mode
         # loss then spikes by several nats with the LR. With track_running_stats off, BatchNorm neither
         # reads nor updates its buffers, so the training run's statistics stay as they are.
-        model.eval()
-        for module in self.batch_norms:
-            module.training, module.track_running_stats = True, False
-        try:
-            with torch.no_grad():
-                loss = state.task.forward(state, self.val_batch, model).loss.detach().float()
-        finally:
+        with model_unchanged(state.model) as model:
             for module in self.batch_norms:
-                module.track_running_stats = True
-            model.train(was_training)
+                module.training, module.track_running_stats = True, False
+            try:
+                loss = state.task.forward(state, self.val_batch, model).loss.detach().float()
+            finally:
+                for module in self.batch_norms:
+                    module.track_running_stats = True
         return loss
 
     def validation_losses(self) -> list[float]:
@@ -215,8 +220,6 @@ def fixed_validation_batch(state: hasten.State, samples: int) -> hasten.Batch:
     their training views, from a generator of their own so the run's random
     stream is left alone.
     """
-    from hasten.data.augment import eval_batch
-
     batch = next(iter(state.data.val_batches(samples))).to(state.device)
     if batch.images.dim() != 4:  # vector data
         batch.views = [batch.images.float()]
@@ -252,15 +255,11 @@ class LRFindResult:
 
 def lr_find_config(config: Config, steps: int) -> Config:
     """The throw-away run's config: ``config`` without its LR schedule, ``steps`` long, no checkpoints."""
-    from hasten.plugins import installed_plugins
-
     data: dict[str, Any] = config.model_dump(mode="json", exclude_unset=True)
     data.pop("schedule", None)
-    classes = {name: info.plugin_class for name, info in installed_plugins().items()}
 
     def sets_lr(name: str) -> bool:
-        plugin_class = classes.get(name)
-        return name == "f1clr" or (plugin_class is not None and "lr_schedule" in plugin_class.provides)
+        return name == "f1clr" or plugin_provides(name, "lr_schedule")
 
     data["plugins"] = {name: settings for name, settings in (data.get("plugins") or {}).items() if not sets_lr(name)}
     run = data.setdefault("run", {})
@@ -334,7 +333,7 @@ def lr_find(
     plot_lr_find(result, path)
     result.plot = str(path)
     if sweep_config.tracking.enabled:
-        result.tracked_run = log_to_mlflow(result, sweep_config, state.scratch.get("tracking") or {})
+        result.tracked_run = log_to_mlflow(result, sweep_config, tracking_run_id(state))
     return result
 
 
@@ -375,20 +374,18 @@ def plot_lr_find(result: LRFindResult, path: str | Path) -> None:
     figure.savefig(path)
 
 
-def log_to_mlflow(result: LRFindResult, config: Config, tracking: dict[str, Any]) -> str:
+def log_to_mlflow(result: LRFindResult, config: Config, sweep_run_id: str | None) -> str:
     """Log the plot, the suggestions and the curves to MLflow; returns the run id.
 
-    ``tracking`` is what the tracking built-in published in ``state.scratch``:
-    the sweep's own MLflow run (already closed) gets them. Without one (the
-    server was unreachable, or another tracker replaced the built-in), a run
-    of its own is opened in ``tracking.experiment``.
+    ``sweep_run_id`` is the sweep's own MLflow run (already closed), which
+    gets them. Without one (the server was unreachable, or another tracker
+    replaced the built-in), a run of its own is opened in ``tracking.experiment``.
     """
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
-    uri = tracking.get("uri") or config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns.db"
-    client = MlflowClient(tracking_uri=uri)
-    run_id: str = tracking.get("run_id") or ""
+    client = MlflowClient(tracking_uri=tracking_uri(config))
+    run_id: str = sweep_run_id or ""
     own_run = not run_id
     if own_run:
         experiment = client.get_experiment_by_name(config.tracking.experiment)
@@ -440,7 +437,7 @@ def format_report(result: LRFindResult) -> str:
 
 def cli_lr_find(args: argparse.Namespace) -> int:
     """``hasten lr-find CONFIG [--set KEY=VALUE] [--min-lr] [--max-lr] [--steps] [--val-samples] [--plot]``."""
-    from hasten.config import load_config
+    from hasten.api import load_config
 
     config = load_config(args.config, args.overrides)
     result = lr_find(

@@ -57,7 +57,7 @@ class F1CLRSettings(BaseModel):
 
 
 class F1CLR(hasten.Plugin):
-    """Fixed 1-cycle LR schedule with anti-phased momentum (METHODS.md section 2, eq. 3.8)."""
+    """Fixed 1-cycle LR schedule with anti-phased momentum (docs/methods.md section 2, eq. 3.8)."""
 
     name = "f1clr"
     Settings = F1CLRSettings
@@ -68,7 +68,8 @@ class F1CLR(hasten.Plugin):
         self.warmup_steps = 0
         self.total_steps = 0
 
-    @hasten.hookimpl
+    # tryfirst: the LR schedule's owner publishes state.warmup_steps before any other plugin's set-up
+    @hasten.hookimpl(tryfirst=True)
     def hasten_setup(self, state: hasten.State) -> None:
         s = self.settings
         key = next(k for k in WARMUP_KEYS if getattr(s, k) is not None)
@@ -102,7 +103,7 @@ class F1CLR(hasten.Plugin):
     @hasten.hookimpl
     def hasten_add_commands(subparsers: Any) -> None:
         """Add ``hasten lr-find CONFIG``: the LR range test."""
-        from hasten.cli import add_config_arguments
+        from hasten.api import add_config_arguments
 
         parser: argparse.ArgumentParser = subparsers.add_parser(
             "lr-find",

@@ -1,4 +1,4 @@
-"""F1-CLR: the fixed 1-cycle learning rate with anti-phased momentum (METHODS.md section 2, eq. 3.8).
+"""F1-CLR: the fixed 1-cycle learning rate with anti-phased momentum (docs/methods.md section 2, eq. 3.8).
 
 With t the 0-based step, L the total number of steps, t_w the warm-up length,
 eps_max the peak LR and beta_l <= beta_h the momentum range::

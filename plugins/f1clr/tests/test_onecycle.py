@@ -1,7 +1,7 @@
 """F1-CLR with warm-up = pct_start * L against torch's OneCycleLR (cos, two phases).
 
 OneCycleLR ends its warm-up at step pct_start * T - 1, one step before
-t_w = pct_start * T (METHODS.md, implementation notes): its warm-up is eq. 3.8's
+t_w = pct_start * T (docs/methods.md, implementation notes): its warm-up is eq. 3.8's
 with a denominator of t_w - 1, and its anneal is eq. 3.8's shifted by one step,
 OneCycleLR[s] = f1clr(s + 1). Its end points are max_lr / div_factor and that
 divided by final_div_factor, so large factors approach eq. 3.8's zeros; the

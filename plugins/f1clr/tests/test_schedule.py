@@ -1,4 +1,4 @@
-"""hasten_f1clr.f1clr against eq. 3.8 of METHODS.md, computed by hand."""
+"""hasten_f1clr.f1clr against eq. 3.8 of docs/methods.md, computed by hand."""
 
 from __future__ import annotations
 

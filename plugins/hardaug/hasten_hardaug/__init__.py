@@ -1,4 +1,4 @@
-"""hasten-hardaug: Hard Augment, SSL hard-positive mining (METHODS.md section 4)."""
+"""hasten-hardaug: Hard Augment, SSL hard-positive mining (docs/methods.md section 4)."""
 
 from hasten_hardaug.mining import hardest_pairs, other_views, overhead_fraction, pair_table
 

@@ -1,4 +1,4 @@
-"""Hard Augment's selection, as pure tensor functions (METHODS.md section 4).
+"""Hard Augment's selection, as pure tensor functions (docs/methods.md section 4).
 
 For every image, m augmented views are scored pairwise (C(m, 2) per-image
 pair losses, from the task's ``all_pair_losses``) and the pair with the

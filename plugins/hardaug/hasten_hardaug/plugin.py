@@ -8,12 +8,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 import hasten
-from hasten.config import Config
-from hasten.data.augment import resize_batch
-from hasten.errors import UserError
-from hasten.models import check_resolution
-from hasten.state import Batch, State
-from hasten.tasks.ssl import EXTRA_TARGETS, SSLTask
+from hasten.api import EXTRA_TARGETS, Batch, Config, PairScoring, State, UserError, check_resolution, resize_batch
 from hasten_hardaug.mining import gather_views, hardest_pairs, other_views, pair_table
 
 #: methods whose targets carry no gradient, so extra low-resolution targets are well defined
@@ -39,7 +34,7 @@ class HardAugment(hasten.Plugin):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.task: SSLTask | None = None
+        self.task: PairScoring | None = None
         self.pairs: torch.Tensor | None = None
         self.last: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -59,12 +54,16 @@ class HardAugment(hasten.Plugin):
 
     @hasten.hookimpl
     def hasten_setup(self, state: State) -> None:
-        if not isinstance(state.task, SSLTask):
-            raise UserError(f"plugins.hardaug: needs the ssl task, got task.name: {state.config.task.name!r}")
+        if not isinstance(state.task, PairScoring):
+            raise UserError(
+                f"plugins.hardaug: needs a task that scores pairs of views (task.name: ssl), "
+                f"got task.name: {state.config.task.name!r}"
+            )
         self.task = state.task
         self.pairs = pair_table(self.settings.num_views, state.device)
+        model = state.task.model  # type: ignore[attr-defined]  # every Task has one
         check_resolution(
-            state.task.model.backbone, min(self.settings.selection_resolution, state.max_resolution),
+            getattr(model, "backbone", model), min(self.settings.selection_resolution, state.max_resolution),
             "plugins.hardaug.selection_resolution",
         )
 
@@ -102,7 +101,7 @@ class HardAugment(hasten.Plugin):
 
     @hasten.hookimpl
     def hasten_plan_step(self, state: State, step: int, batch_size: int) -> dict[str, Any] | None:
-        if not isinstance(state.task, SSLTask) or not state.sampling_active(step):
+        if not isinstance(state.task, PairScoring) or not state.sampling_active(step):
             return None
         per_view = state.task.scoring_flops_per_view(state.flops, self.selection_resolution(state))
         return {self.name: self.settings.num_views * batch_size * per_view}

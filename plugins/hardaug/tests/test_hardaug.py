@@ -72,7 +72,7 @@ def test_gather_and_other_views():
 
 def test_overhead_formula_eq_3_11():
     assert overhead_fraction(224, 64, 4, 6) == pytest.approx(4 * 64**2 / (224**2 * 6 + 4 * 64**2))
-    assert 0.05 < overhead_fraction(224, 64, 4, 6) < 0.053  # METHODS.md: about 5%
+    assert 0.05 < overhead_fraction(224, 64, 4, 6) < 0.053  # docs/methods.md: about 5%
 
 
 def test_non_ssl_task_is_an_error(ssl_config):

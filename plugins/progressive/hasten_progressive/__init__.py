@@ -1,7 +1,7 @@
 """hasten-progressive: Super-Progressive learning (and the Progressive Learning baseline).
 
 ``schedule(step, total_steps, ...) -> (resolution, magnitude)`` is the pure
-schedule (METHODS.md section 3); :class:`Progressive` is the plugin that sets
+schedule (docs/methods.md section 3); :class:`Progressive` is the plugin that sets
 ``state.resolution`` and ``state.aug_magnitude`` from it every step.
 
 The math lives in :mod:`hasten_progressive.schedules` (plural) so that the

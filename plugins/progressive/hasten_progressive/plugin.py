@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import math
 from array import array
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 import hasten
-from hasten.models import check_resolution
-from hasten_progressive.schedules import check_arguments, check_resolutions, magnitude_at, num_stages, resolution_at
+from hasten.api import check_resolution
+from hasten_progressive.schedules import (
+    Mode,
+    check_arguments,
+    check_resolutions,
+    magnitude_at,
+    num_stages,
+    resolution_at,
+)
 
 KEY = "plugins.progressive"
 
@@ -28,7 +35,7 @@ class ProgressiveSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["super", "classic"] = Field(
+    mode: Mode = Field(
         "super",
         description="super: full resolution during the LR warm-up, then r_min rising to r_max; "
         "classic: Progressive Learning, r_min rising to r_max from step 0",
@@ -152,17 +159,8 @@ class Progressive(hasten.Plugin):
         count = num_stages(s.min_resolution, self.max_resolution, s.resolution_step)
         resolutions = [s.min_resolution + k * s.resolution_step for k in range(count)]
         check_model_resolutions(state.model, resolutions, s, self.max_resolution)
-        if s.warmup_steps is not None:
-            self._build(state)  # an explicit warm-up is checked against the run length right away
-        else:
-            self.resolutions = self.magnitudes = None
-
-    @hasten.hookimpl
-    def hasten_fit_start(self, state: hasten.State) -> None:
-        # The LR schedule's owner publishes state.warmup_steps in its hasten_setup, and
-        # plugins set up in config order: only now is it final whatever the order.
-        if self.resolutions is None or self.settings.warmup_steps is None:
-            self._build(state)
+        # state.warmup_steps is final here: the LR schedule's owner publishes it in a tryfirst set-up
+        self._build(state)
 
     def _build(self, state: hasten.State) -> None:
         s = self.settings
@@ -185,8 +183,6 @@ class Progressive(hasten.Plugin):
     # --------------------------------------------------------------- per step
     @hasten.hookimpl
     def hasten_step_start(self, state: hasten.State) -> None:
-        if self.resolutions is None:  # a caller that skips hasten_fit_start (e.g. a planner)
-            self._build(state)
         assert self.resolutions is not None and self.magnitudes is not None
         step = min(state.step, len(self.resolutions) - 1)
         state.resolution = self.resolutions[step]

@@ -1,6 +1,6 @@
 """The (Super-)Progressive learning schedule: pure functions, no torch.
 
-METHODS.md section 3. Notation: t training step (0-based), L total steps,
+docs/methods.md section 3. Notation: t training step (0-based), L total steps,
 t_w the LR warm-up, r_min / r_max the smallest / full resolution, s the
 resolution step (32), m_min / m_max the augmentation magnitudes (4 -> 6).
 
@@ -29,7 +29,7 @@ Magnitude rises linearly over the whole run (both modes):
 m_t = m_min + (m_max - m_min) t / (L - 1).
 
 Speed-up (eq. 3.9, cost ~ r^2): M = L r_max^2 / sum_t r_t^2, the cost of L
-steps at r_max over the cost of the schedule. (METHODS.md writes it as
+steps at r_max over the cost of the schedule. (docs/methods.md writes it as
 1/L sum_t (r_max/r_t)^2, the mean of the per-step ratios; that reading gives
 2.3x for the default schedule, not the reported 1.60x, so the cost ratio is
 what the research computes.)
@@ -131,7 +131,7 @@ def schedule(
     min_magnitude: float = 4.0,
     max_magnitude: float = 6.0,
 ) -> tuple[int, float]:
-    """(resolution, augmentation magnitude) of ``step`` in a ``total_steps`` run (METHODS.md section 3).
+    """(resolution, augmentation magnitude) of ``step`` in a ``total_steps`` run (docs/methods.md section 3).
 
     ``mode="super"``: full resolution while ``step < warmup_steps``, then
     ``min_resolution`` rising in equal stages of ``resolution_step`` to

@@ -24,7 +24,7 @@ SIZES = dict(min_resolution=96, max_resolution=224, resolution_step=32)
 
 
 def warmup_cosine(step: int) -> float:
-    """The LR (relative to its peak) of the warm-up + cosine baseline (METHODS.md section 2)."""
+    """The LR (relative to its peak) of the warm-up + cosine baseline (docs/methods.md section 2)."""
     if step < WARMUP:
         return step / WARMUP
     return 0.5 * (math.cos(math.pi * (step - WARMUP) / (TOTAL - WARMUP)) + 1)

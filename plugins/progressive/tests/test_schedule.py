@@ -1,4 +1,4 @@
-"""The pure schedule function (METHODS.md section 3)."""
+"""The pure schedule function (docs/methods.md section 3)."""
 
 from __future__ import annotations
 

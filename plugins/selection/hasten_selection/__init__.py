@@ -1,4 +1,4 @@
-"""hasten-selection: Fast Online Minibatch Selection (METHODS.md section 5).
+"""hasten-selection: Fast Online Minibatch Selection (docs/methods.md section 5).
 
 ``select`` is the pure selection rule; ``hasten_selection.plugin.Selection``
 is the plugin (entry point ``selection``).

@@ -41,14 +41,20 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import hasten
-from hasten.config import Config
-from hasten.data.augment import resize_batch
-from hasten.models import build_model, check_resolution
-from hasten.tasks.base import Task
+from hasten.api import (
+    BufferSnapshot,
+    Config,
+    PerSampleLosses,
+    build_model,
+    check_resolution,
+    legal_resolution,
+    model_unchanged,
+    resize_batch,
+)
 from hasten_selection.memory import LossMemory, merge_scores
-from hasten_selection.select import select
+from hasten_selection.select import Strategy, select
 
-#: the research's selection resolution for 224 px training (METHODS.md section 5)
+#: the research's selection resolution for 224 px training (docs/methods.md section 5)
 DEFAULT_SELECTION_FRACTION = 96 / 224
 _QUANTILES = (0.1, 0.5, 0.9)
 #: a candidate whose ranking loss is below this counts as "near zero" (selection/near_zero_share)
@@ -84,7 +90,7 @@ class SelectionSettings(BaseModel):
         "(follows a resolution schedule); instead of selection_resolution",
     )
     warmup_steps: int = Field(0, ge=0, description="uniform sampling for the first steps (no selection)")
-    strategy: Literal["probabilistic", "greedy", "uniform"] = Field(
+    strategy: Strategy = Field(
         "probabilistic",
         description="probabilistic = eq. 4.4 sampled without replacement; greedy = the b highest losses; "
         "uniform = selection off (plain b-sample batches), for ablations",
@@ -155,12 +161,11 @@ class Selection(hasten.Plugin):
         self.num_candidates = 0
         self._fixed_resolution: int | None = None
         self._resolutions: dict[int, int] = {}
-        self._patch = 1
-        self._min_resolution = 1
+        self._model: torch.nn.Module | None = None
+        self._task: PerSampleLosses | None = None
         self._autocast: Any = None
         self._channels_last = False
-        self._buffers: list[torch.Tensor] = []
-        self._saved: list[torch.Tensor] = []
+        self._snapshot: BufferSnapshot | None = None
         #: scoring memory / mixed: the last training-forward loss per training-set index
         self.memory: LossMemory | None = None
         self._trained_indices: torch.Tensor | None = None  # this step's trained samples, for the memory
@@ -193,7 +198,7 @@ class Selection(hasten.Plugin):
     @hasten.hookimpl
     def hasten_setup(self, state: hasten.State) -> None:
         settings = self.settings
-        if type(state.task).sample_losses is Task.sample_losses:
+        if not isinstance(state.task, PerSampleLosses):
             raise hasten.UserError(
                 f"plugins.selection: task {state.task.name!r} has no per-sample loss to rank; "
                 "selection works with task.name: classification"
@@ -209,8 +214,8 @@ class Selection(hasten.Plugin):
             )
         if settings.scoring in ("memory", "mixed"):
             self.memory = LossMemory(state.data.info.train_size, state.device)
-        self._patch = int(getattr(scorer, "patch_size", 1) or 1)
-        self._min_resolution = max(1, int(getattr(scorer, "min_resolution", 1)))
+        self._model = scorer
+        self._task = state.task
         if settings.selection_resolution is not None:
             check_resolution(scorer, settings.selection_resolution, "plugins.selection.selection_resolution")
             self._fixed_resolution = settings.selection_resolution
@@ -224,8 +229,7 @@ class Selection(hasten.Plugin):
             self.proxy.to(memory_format=torch.channels_last)
         self._quantiles = torch.tensor(_QUANTILES, device=state.device)
         if settings.scoring_mode == "train_restore":
-            self._buffers = list(scorer.buffers())
-            self._saved = [b.detach().clone() for b in self._buffers]
+            self._snapshot = BufferSnapshot(scorer)
         if state.is_main and settings.strategy != "uniform":
             print(
                 f"selection: {settings.strategy} beta={settings.beta}, {self.num_candidates} candidates for "
@@ -271,11 +275,9 @@ class Selection(hasten.Plugin):
         return f"{self.settings.selection_ratio} x the training resolution"
 
     def _legal(self, resolution: int) -> int:
-        """The nearest side the scoring model accepts: a multiple of the patch size (ViT), >= its minimum."""
-        patch = self._patch
-        legal = max(patch, round(resolution / patch) * patch)
-        minimum = -(-self._min_resolution // patch) * patch
-        return max(legal, minimum)
+        """The nearest side the scoring model accepts (a multiple of the ViT patch size, at least its minimum)."""
+        assert self._model is not None
+        return legal_resolution(self._model, resolution)
 
     def scoring_resolution(self, training_resolution: int) -> int:
         """r_hat for a step trained at ``training_resolution`` (never above it)."""
@@ -393,24 +395,13 @@ class Selection(hasten.Plugin):
         snapshot: PyTorch updates running statistics in train mode even under
         no_grad. The unwrapped ``state.model`` (or the proxy) is used, so DDP hooks never run.
         """
-        model = self.scorer(state)
+        task = self._task
+        assert task is not None
+        scorer = self.scorer(state)
         autocast: AbstractContextManager[Any] = self._autocast() if self._autocast is not None else nullcontext()
-        with torch.no_grad(), autocast:
-            if self.settings.scoring_mode == "eval":
-                was_training = model.training
-                model.eval()
-                try:
-                    losses = state.task.sample_losses(model, inputs, batch)
-                finally:
-                    model.train(was_training)
-            else:
-                for saved, buffer in zip(self._saved, self._buffers, strict=True):
-                    saved.copy_(buffer)
-                try:
-                    losses = state.task.sample_losses(model, inputs, batch)
-                finally:
-                    for saved, buffer in zip(self._saved, self._buffers, strict=True):
-                        buffer.copy_(saved)
+        train = self.settings.scoring_mode == "train_restore"
+        with model_unchanged(scorer, train=train, buffers=self._snapshot if train else None) as model, autocast:
+            losses = task.sample_losses(model, inputs, batch)
         return losses.float()
 
     def train_proxy(self, state: hasten.State, inputs: torch.Tensor, batch: hasten.Batch, resolution: int) -> None:
@@ -418,8 +409,10 @@ class Selection(hasten.Plugin):
         proxy, optimizer = self.proxy, self.proxy_optimizer
         assert proxy is not None and optimizer is not None
         autocast: AbstractContextManager[Any] = self._autocast() if self._autocast is not None else nullcontext()
+        task = self._task
+        assert task is not None
         with autocast:
-            loss = state.task.sample_losses(proxy, inputs, batch).float().mean()
+            loss = task.sample_losses(proxy, inputs, batch).float().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

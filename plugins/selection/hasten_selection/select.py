@@ -1,6 +1,6 @@
 """Fast Online Minibatch Selection: which b of the b_bar candidates to train on.
 
-Pure functions, no model and no run state (METHODS.md section 5, steps 3-4).
+Pure functions, no model and no run state (docs/methods.md section 5, steps 3-4).
 With the candidates sorted by ascending loss, the candidate of rank k
 (k = 0 for the lowest loss) gets the selection coefficient
 

@@ -1,4 +1,4 @@
-"""hasten-ubn: Unsupervised Batch Normalization (METHODS.md section 1).
+"""hasten-ubn: Unsupervised Batch Normalization (docs/methods.md section 1).
 
 ``ubn`` holds the functional core (two-step and joint UBN forwards),
 ``diagnostics`` the labeled-vs-unlabeled feature statistics (Table 2.1) and

@@ -1,4 +1,4 @@
-"""Diagnostics of the UBN study, for any model with BatchNorm layers (METHODS.md section 1).
+"""Diagnostics of the UBN study, for any model with BatchNorm layers (docs/methods.md section 1).
 
 * :func:`feature_distances` -- Table 2.1: per BN layer, how the labeled
   samples' features differ from the unlabeled samples' features.
@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from hasten.api import model_unchanged
 from hasten_ubn.ubn import Layers, find_batchnorm, fixed_statistics, preserved_buffers, recorded_statistics
 
 _EPS = 1e-6
@@ -55,13 +56,11 @@ def batchnorm_inputs(model: nn.Module, inputs: Iterable[Tensor], layers: Layers)
             collected[name].append(x.transpose(0, 1).reshape(x.shape[1], -1).T.double().cpu())
 
         handles.append(module.register_forward_pre_hook(hook))
-    was_training = model.training
-    model.eval()
     try:
-        for batch in inputs:
-            model(batch)
+        with model_unchanged(model):
+            for batch in inputs:
+                model(batch)
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
     return {name: torch.cat(parts) for name, parts in collected.items() if parts}
@@ -197,9 +196,8 @@ def mc_bn_predict(
     selected, _ = find_batchnorm(model, layers)
     if not selected:
         raise ValueError("the model has no (selected) BatchNorm layer")
-    was_training = model.training
     probabilities = []
-    try:
+    with model_unchanged(model):
         for batch in statistics_batches:
             model.train()
             with preserved_buffers(selected), recorded_statistics(selected) as stats:
@@ -207,7 +205,5 @@ def mc_bn_predict(
             model.eval()
             with fixed_statistics(selected, stats):
                 probabilities.append(torch.softmax(model(inputs).float(), dim=1))
-    finally:
-        model.train(was_training)
     stacked = torch.stack(probabilities)
     return stacked.mean(0), stacked.std(0, correction=0)

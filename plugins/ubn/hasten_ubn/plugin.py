@@ -1,4 +1,4 @@
-"""The ``ubn`` plugin: trains with Unsupervised Batch Normalization (METHODS.md section 1).
+"""The ``ubn`` plugin: trains with Unsupervised Batch Normalization (docs/methods.md section 1).
 
 Each step the engine attaches the unlabeled stream's batch (``batch.unlabeled``);
 this plugin augments it with the task's own ``views`` and runs the task's
@@ -10,20 +10,17 @@ model input is ``views[0]`` (classification, depth).
 from __future__ import annotations
 
 import argparse
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 import hasten
-from hasten.config import Config
-from hasten.errors import UserError
-from hasten.state import Batch, State, StepOutput
-from hasten_ubn.ubn import UBNModel, find_batchnorm
+from hasten.api import Batch, Config, State, StepOutput, UserError
+from hasten_ubn.ubn import Mode, UBNModel, find_batchnorm
 
 
 class UBNSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    mode: Literal["two_step", "two_step_grad", "joint"] = Field(
+    mode: Mode = Field(
         "two_step",
         description="two_step: no-grad forward of [labeled; unlabeled] records BN statistics, then the labeled "
         "forward-backward uses them as constants (the research's method); two_step_grad: the same statistics, "

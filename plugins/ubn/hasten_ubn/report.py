@@ -21,7 +21,7 @@ from hasten_ubn.diagnostics import LayerDistance, feature_distances, format_tabl
 
 def model_inputs(dataset: Any, info: Any, resolution: int, batch_size: int, limit: int) -> Iterator[torch.Tensor]:
     """Eval-preprocessed model inputs of the first ``limit`` samples of ``dataset`` (vectors as float)."""
-    from hasten.data.augment import eval_batch
+    from hasten.api import eval_batch
 
     for start in range(0, min(limit, len(dataset)), batch_size):
         rows = list(range(start, min(start + batch_size, limit, len(dataset))))
@@ -33,20 +33,13 @@ def report(
     config: Any, checkpoint: str, *, max_images: int = 2000, layers: list[str] | None = None
 ) -> list[LayerDistance]:
     """Table 2.1 rows for ``config``'s model with the weights of ``checkpoint``."""
-    from hasten.checkpoint import load_checkpoint
-    from hasten.data.module import DataModule
-    from hasten.errors import UserError
-    from hasten.plugins import PluginSet
-    from hasten.registry import REGISTRY
+    from hasten.api import UserError, build_data_and_task, load_checkpoint
 
-    plugins = PluginSet.build(config)
-    plugins.hook.hasten_register(registry=REGISTRY)  # datasets/models plugins add
-    data = DataModule(config)
+    data, task = build_data_and_task(config)  # datasets/models the enabled plugins add included
     if data.unlabeled is None:
         raise UserError(
             "ubn-report: the config has no unlabeled data: set data.unlabeled or data.labeled_fraction"
         )
-    task = REGISTRY.tasks.get(config.task.name, key="task.name")(config, data.info)
     blob = load_checkpoint(checkpoint)
     try:
         task.model.load_state_dict(blob["model"])
@@ -65,7 +58,7 @@ def report(
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from hasten.config import load_config
+    from hasten.api import load_config
 
     config = load_config(args.config, args.overrides)
     rows = report(config, args.checkpoint, max_images=args.max_images, layers=args.layers)
@@ -77,7 +70,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def add_report_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from hasten.cli import add_config_arguments
+    from hasten.api import add_config_arguments
 
     parser = subparsers.add_parser(
         "ubn-report",

@@ -1,4 +1,4 @@
-"""Unsupervised Batch Normalization, the functional core (METHODS.md section 1).
+"""Unsupervised Batch Normalization, the functional core (docs/methods.md section 1).
 
 Standard BN normalises a labeled batch x with its own statistics. UBN builds
 the combined batch n = {x, y} of the labeled batch x and an unlabeled batch y
@@ -34,7 +34,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -254,6 +254,10 @@ def joint_forward(model: nn.Module, labeled: Tensor, unlabeled: Tensor, others: 
     return slice_rows(output, num_labeled)
 
 
+#: the two UBN forwards (``plugins.ubn.mode``)
+Mode = Literal["two_step", "two_step_grad", "joint"]
+
+
 class UBNModel(nn.Module):
     """Wraps a model so that ``wrapper(x)`` is the UBN forward of the labeled inputs ``x`` with the
     unlabeled inputs set by :meth:`set_unlabeled` for this step. Hand it to a task's ``forward`` in
@@ -261,8 +265,8 @@ class UBNModel(nn.Module):
 
     def __init__(self, model: nn.Module, mode: str, selected: Layers, others: Layers) -> None:
         super().__init__()
-        if mode not in ("two_step", "two_step_grad", "joint"):
-            raise ValueError(f"mode must be two_step, two_step_grad or joint, got {mode!r}")
+        if mode not in get_args(Mode):
+            raise ValueError(f"mode must be one of {', '.join(get_args(Mode))}, got {mode!r}")
         self.inner = model
         self.mode = mode
         # Plain lists (not submodules): the layers belong to ``inner``.

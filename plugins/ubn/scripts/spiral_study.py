@@ -1,4 +1,4 @@
-"""The UBN spiral study (METHODS.md section 1, the research's Fig. 2.2-2.5 and Table 2.1).
+"""The UBN spiral study (docs/methods.md section 1, the research's Fig. 2.2-2.5 and Table 2.1).
 
 Trains the 5-layer MLP of examples/ubn_spiral.yaml twice, with BN (no plugin)
 and with UBN, then writes one figure: both decision boundaries with the

@@ -1,4 +1,4 @@
-"""UBN's two forwards against hand-written computations (METHODS.md section 1)."""
+"""UBN's two forwards against hand-written computations (docs/methods.md section 1)."""
 
 from __future__ import annotations
 
