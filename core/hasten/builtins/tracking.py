@@ -534,6 +534,8 @@ class Tracking(Plugin):
         self.history: dict[str, list[tuple[int, float]]] = collections.defaultdict(list)
         self.history_file: Any = None
         self.last_cost: dict[str, tuple[int, float]] = {}
+        #: the hyper-parameters of every step of this process (schedules.png draws them all)
+        self.schedule: dict[str, list[tuple[int, float]]] = collections.defaultdict(list)
         self.run_dir = Path(".")
         self.system_monitor: SystemMetrics | None = None
         if config.tracking.system_metrics:
@@ -660,6 +662,15 @@ class Tracking(Plugin):
             self.history_file.write(json.dumps({"step": step, "metrics": clean}) + "\n")
 
     @hookimpl
+    def hasten_step_end(self, state: State) -> None:
+        if self.sender is None:
+            return
+        step = state.step
+        for key, value in (("train/lr", state.lr), ("train/momentum", state.momentum),
+                           ("train/resolution", state.resolution), ("train/aug_magnitude", state.aug_magnitude)):
+            self.schedule[key].append((step, float(value)))
+
+    @hookimpl
     def hasten_state_dict(self, state: State) -> dict[str, Any] | None:
         if not state.is_main:
             return None
@@ -727,7 +738,9 @@ class Tracking(Plugin):
         torch.save({k: v.detach().cpu() for k, v in state.model.state_dict().items()}, weights_path)
         files: list[tuple[Path, str | None]] = [(config_path, None), (weights_path, None)]
         try:
-            plots = write_run_plots(self.history, self.config.eval.metric, out / "plots")
+            title = f"{self.config.run.name} ({self.config.tracking.experiment})"
+            plots = write_run_plots(self.history, self.config.eval.metric, out / "plots", title=title,
+                                    schedule=self.schedule)
         except Exception as exc:
             print(f"warning: plots not written: {type(exc).__name__}: {exc}", file=sys.stderr)
             plots = []
