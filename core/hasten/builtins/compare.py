@@ -45,6 +45,9 @@ class RunCost:
     step_to_target: int | None = None
     flops_speedup: float | None = None
     time_speedup: float | None = None
+    #: classes of the training data (from the run's dataset input), for the chance level
+    num_classes: int | None = None
+    experiment: str | None = None
 
     def reach(self, target: float, higher_is_better: bool) -> None:
         self.flops_to_target = self.time_to_target = self.step_to_target = None
@@ -81,8 +84,20 @@ def read_run(uri: str, run_id: str, metric: str, label: str | None = None) -> Ru
         raise UserError(f"hasten compare: run {run_id!r} logged no flops/total (was it trained by hasten?)")
     last = max(flops)
     curve = [(s, v, flops[s], elapsed.get(s, math.nan)) for s, v in sorted(values.items()) if s in flops]
+    num_classes = None
+    for dataset_input in run.inputs.dataset_inputs if run.inputs is not None else ():
+        try:
+            num_classes = int(json.loads(dataset_input.dataset.profile or "{}").get("num_classes") or 0) or None
+        except (ValueError, TypeError):
+            pass
+    try:
+        experiment = client.get_experiment(run.info.experiment_id).name
+    except MlflowException:
+        experiment = None
     return RunCost(
         label=label or (f"{run.info.run_name} ({run_id[:8]})" if run.info.run_name else run_id),
+        num_classes=num_classes,
+        experiment=experiment,
         run_id=run_id,
         uri=uri,
         final=values[max(values)],
@@ -143,7 +158,7 @@ def compare(
             if not Path(item).is_file():
                 raise UserError(f"hasten compare: config file {item!r} not found")
             run_uri, run_id = train_for_compare(item, overrides or [])
-            sources.append((item, run_uri, run_id))
+            sources.append((item, run_uri, run_id))  # labelled by its MLflow run name, like a run id
         else:
             sources.append((None, resolve_uri(uri), item))
     if metric is None:
@@ -156,7 +171,7 @@ def compare(
             metric = load_config(first_label, overrides or []).eval.metric
         else:
             metric = _logged_param(first_uri, first_id, "eval.metric") or default_metric
-    runs = [read_run(u, r, metric, label=label) for label, u, r in sources]
+    runs = [read_run(u, r, metric) for _, u, r in sources]
     higher = not (lower_is_better if lower_is_better is not None else ("loss" in metric or "error" in metric))
     if target is None:
         target = runs[0].final
@@ -173,6 +188,7 @@ def compare(
         "target": target,
         "higher_is_better": higher,
         "runs": [{k: v for k, v in asdict(r).items() if k != "curve"} for r in runs],
+        "warnings": target_warnings(runs, metric, target),
     }
     if front is not None:
         report["frontier"] = frontier_speedups(report, runs, front)
@@ -180,7 +196,11 @@ def compare(
         from hasten.builtins.plots import write_compare_plot
 
         curves = [(r.label, [c[2] for c in r.curve], [c[1] for c in r.curve]) for r in runs]
-        report["plot"] = str(write_compare_plot(curves, metric, target, plot))
+        experiments = sorted({r.experiment for r in runs if r.experiment})
+        title = f"{metric}: {' vs '.join(r.label for r in runs)}"
+        if experiments:
+            title += f" (experiment {', '.join(experiments)})"
+        report["plot"] = str(write_compare_plot(curves, metric, target, plot, title=title))
     return report
 
 
@@ -216,6 +236,25 @@ def frontier_speedups(report: dict[str, Any], runs: list[RunCost], front: dict[s
     return out
 
 
+#: a target within this factor of chance (1 / classes) says little about learning
+NEAR_CHANCE = 1.5
+
+
+def target_warnings(runs: list[RunCost], metric: str, target: float) -> list[str]:
+    """Why the speed-ups may mislead: a target near chance accuracy, or runs that never reach it."""
+    warnings = []
+    classes = next((r.num_classes for r in runs if r.num_classes), None)
+    if classes and "acc" in metric and target <= NEAR_CHANCE / classes:
+        warnings.append(
+            f"the target {metric} {target:.4f} is near chance ({1 / classes:.4f} for {classes} classes): "
+            "the runs barely learned, so the speed-ups say little; train longer or set --target"
+        )
+    for run in runs:
+        if run.flops_to_target is None:
+            warnings.append(f"{run.label} never reached the target: no speed-up for it; lower --target or train longer")
+    return warnings
+
+
 def _logged_param(uri: str, run_id: str, key: str) -> str | None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -235,10 +274,13 @@ def format_table(report: dict[str, Any]) -> str:
 
     metric = report["metric"]
     sign = ">=" if report["higher_is_better"] else "<="
-    header = ["run", f"final {metric}", "steps", "total FLOPs", "wall time", "FLOPs to target", "speed-up",
-              "time to target", "speed-up"]
+    header = ["run", f"final {metric}", "steps", "total MACs", "wall time", "MACs to target", "compute speed-up",
+              "time to target", "wall-time speed-up"]
+    front_texts = [item["text"] for item in report["frontier"]["runs"]] if "frontier" in report else None
+    if front_texts is not None:
+        header.append("frontier speed-up")
     rows = [header]
-    for run in report["runs"]:
+    for index, run in enumerate(report["runs"]):
         rows.append([
             run["label"],
             f"{run['final']:.4f}",
@@ -249,7 +291,7 @@ def format_table(report: dict[str, Any]) -> str:
             _num(run["flops_speedup"], ".2f", "-") + ("x" if run["flops_speedup"] else ""),
             "not reached" if run["time_to_target"] is None else f"{run['time_to_target']:.1f} s",
             _num(run["time_speedup"], ".2f", "-") + ("x" if run["time_speedup"] else ""),
-        ])
+        ] + ([front_texts[index]] if front_texts is not None else []))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [f"target: {metric} {sign} {report['target']:.4f}"
              + (" (the first run's final value)" if report.get("target_is_default") else "")]
@@ -258,13 +300,14 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append("  ".join(cells))
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
-    lines.append("speed-up = the first run's cost to target / this run's cost to target (FLOPs include overhead)")
+    lines.append("compute speed-up = the first run's multiply-adds to target / this run's (fvcore MACs, "
+                 "overhead included)")
+    lines.append("wall-time speed-up = the first run's training time to target / this run's")
     if "frontier" in report:
         front = report["frontier"]
-        lines.append(f"speed-up against the {front['baseline']} frontier of {front['source']} (baseline FLOPs for the "
-                     "same final metric, interpolated on the frontier, / the run's total FLOPs):")
-        for item in front["runs"]:
-            lines.append(f"  {item['label']}: {item['text']}")
+        lines.append(f"frontier speed-up = the multiply-adds the {front['baseline']} frontier of {front['source']} "
+                     "needs for this run's final metric (interpolated) / this run's total multiply-adds")
+    lines += [f"warning: {w}" for w in report.get("warnings", ())]
     if "plot" in report:
         lines.append(f"plot: {report['plot']}")
     return "\n".join(lines)

@@ -58,46 +58,86 @@ def metric_against(history: History, metric: str, cost_key: str) -> tuple[list[f
     return xs, ys
 
 
-def write_run_plots(history: History, eval_metric: str, out_dir: str | Path) -> list[Path]:
+def _mac_axis(axis, values: Sequence[float]) -> float:  # type: ignore[no-untyped-def]
+    """Label the x axis in readable multiply-add units (GMAC, TMAC, ...) for
+    ``values``; returns the divisor to plot them with."""
+    from hasten.accounting import mac_scale
+
+    scale, unit = mac_scale(max((abs(v) for v in values), default=0.0))
+    axis.set_xlabel(f"cumulative multiply-adds ({unit}; fvcore, train + overhead)")
+    return scale
+
+
+def write_run_plots(
+    history: History,
+    eval_metric: str,
+    out_dir: str | Path,
+    *,
+    title: str = "",
+    schedule: History | None = None,
+) -> list[Path]:
     """schedules.png, loss.png, metric_vs_flops.png, metric_vs_time.png in ``out_dir``.
 
-    A plot whose data were never logged is skipped (e.g. no evaluation ran).
+    ``title`` names the run (each plot's title); ``schedule`` holds the
+    hyper-parameters of *every* step (``SCHEDULE_KEYS``), drawn instead of the
+    logged points where present. A plot whose data were never logged is
+    skipped (e.g. no evaluation ran).
     """
     out = Path(out_dir)
     written: list[Path] = []
+    prefix = f"{title}: " if title else ""
 
-    present = [(key, label) for key, label in SCHEDULE_KEYS if history.get(key)]
+    def curve(key: str) -> list[tuple[int, float]]:
+        points = dict(value_at_steps(history, key))
+        points.update(value_at_steps(schedule or {}, key))  # every step where known
+        return sorted(points.items())
+
+    present = [(key, label) for key, label in SCHEDULE_KEYS if curve(key)]
     if present:
-        figure, axes = _figure(len(present), 1, (6.0, 2.2 * len(present)))
+        figure, axes = _figure(len(present), 1, (6.0, 2.2 * len(present) + 0.4))
         for axis, (key, label) in zip(axes[:, 0], present):
-            steps, values = zip(*history[key])
-            axis.plot(steps, values)
+            steps, values = zip(*curve(key))
+            axis.plot(steps, values, drawstyle="steps-post" if key == "train/resolution" else "default")
             axis.set_ylabel(label)
             axis.grid(alpha=0.3)
+        axes[0, 0].set_title(f"{prefix}schedules (every step)" if schedule else f"{prefix}schedules")
         axes[-1, 0].set_xlabel("step")
         written.append(_save(figure, out / "schedules.png"))
 
     if history.get("train/loss"):
-        figure, axes = _figure()
+        figure, axes = _figure(1, 2, (10.0, 4.0))
         steps, values = zip(*history["train/loss"])
-        axes[0, 0].plot(steps, values)
-        axes[0, 0].set_xlabel("step")
-        axes[0, 0].set_ylabel("training loss")
-        axes[0, 0].grid(alpha=0.3)
+        for axis, scale in zip(axes[0], ("linear", "log")):
+            axis.plot(steps, values)
+            axis.set_xlabel("step")
+            axis.set_ylabel("training loss" + (" (log scale)" if scale == "log" else ""))
+            if scale == "log" and min(values) > 0:
+                from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
+                axis.set_yscale("log")
+                axis.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))  # 1, 0.1, not 10^0, 10^-1
+                # within one decade only minor ticks carry labels; across decades they would overlap
+                narrow = max(values) / min(values) < 10
+                axis.yaxis.set_minor_formatter(FormatStrFormatter("%.3g") if narrow else NullFormatter())
+            axis.grid(alpha=0.3, which="both")
+        figure.suptitle(f"{prefix}training loss")
         written.append(_save(figure, out / "loss.png"))
 
-    for cost_key, label, name in (
-        ("flops/total", "cumulative FLOPs (fvcore, train + overhead)", "metric_vs_flops.png"),
-        ("time/elapsed", "wall time (s)", "metric_vs_time.png"),
-    ):
+    for cost_key, name in (("flops/total", "metric_vs_flops.png"), ("time/elapsed", "metric_vs_time.png")):
         xs, ys = metric_against(history, eval_metric, cost_key)
         if not xs:
             continue
         figure, axes = _figure()
-        axes[0, 0].plot(xs, ys, marker="o")
-        axes[0, 0].set_xlabel(label)
-        axes[0, 0].set_ylabel(eval_metric)
-        axes[0, 0].grid(alpha=0.3)
+        axis = axes[0, 0]
+        if cost_key == "flops/total":
+            divisor = _mac_axis(axis, xs)
+            axis.plot([x / divisor for x in xs], ys, marker="o")
+        else:
+            axis.plot(xs, ys, marker="o")
+            axis.set_xlabel("training wall time (s)")
+        axis.set_ylabel(eval_metric)
+        axis.set_title(f"{prefix}{eval_metric} vs {'compute' if cost_key == 'flops/total' else 'time'}")
+        axis.grid(alpha=0.3)
         written.append(_save(figure, out / name))
     return written
 
@@ -107,17 +147,19 @@ def write_compare_plot(
     metric: str,
     target: float | None,
     path: str | Path,
+    title: str = "",
 ) -> Path:
-    """One plot of ``metric`` against cumulative FLOPs, a line per run
+    """One plot of ``metric`` against cumulative multiply-adds, a line per run
     (``(label, flops, values)``), with the target as a dashed line."""
     figure, axes = _figure(size=(7.0, 4.5))
     axis = axes[0, 0]
+    divisor = _mac_axis(axis, [x for _, xs, _ in curves for x in xs])
     for label, xs, ys in curves:
-        axis.plot(xs, ys, marker="o", label=label)
+        axis.plot([x / divisor for x in xs], ys, marker="o", label=label)
     if target is not None:
         axis.axhline(target, linestyle="--", color="grey", label=f"target {target:.4g}")
-    axis.set_xlabel("cumulative FLOPs (fvcore, train + overhead)")
     axis.set_ylabel(metric)
+    axis.set_title(title or f"{metric} vs compute")
     axis.grid(alpha=0.3)
     axis.legend(fontsize="small")
     return _save(figure, Path(path))

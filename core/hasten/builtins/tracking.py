@@ -541,6 +541,8 @@ class Tracking(Plugin):
         self.sender: Sender | None = None
         self.run_id: str | None = None  # from a checkpoint when resuming
         self.history: dict[str, list[tuple[int, float]]] = collections.defaultdict(list)
+        #: the hyper-parameters of every step of this process (schedules.png draws them all)
+        self.schedule: dict[str, list[tuple[int, float]]] = collections.defaultdict(list)
         self.run_dir = Path(".")
         self.system_monitor: SystemMetrics | None = None
         if config.tracking.system_metrics:
@@ -657,6 +659,15 @@ class Tracking(Plugin):
             self.history[key].append((step, float(value)))
 
     @hookimpl
+    def hasten_step_end(self, state: State) -> None:
+        if self.sender is None:
+            return
+        step = state.step
+        for key, value in (("train/lr", state.lr), ("train/momentum", state.momentum),
+                           ("train/resolution", state.resolution), ("train/aug_magnitude", state.aug_magnitude)):
+            self.schedule[key].append((step, float(value)))
+
+    @hookimpl
     def hasten_state_dict(self, state: State) -> dict[str, Any] | None:
         if not state.is_main:
             return None
@@ -724,7 +735,9 @@ class Tracking(Plugin):
         ]
         files.append((weights_path, None))
         try:
-            plots = write_run_plots(self.history, self.config.eval.metric, out / "plots")
+            title = f"{self.config.run.name} ({self.config.tracking.experiment})"
+            plots = write_run_plots(self.history, self.config.eval.metric, out / "plots", title=title,
+                                    schedule=self.schedule)
         except Exception as exc:
             print(f"warning: plots not written: {type(exc).__name__}: {exc}", file=sys.stderr)
             plots = []
