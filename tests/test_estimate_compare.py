@@ -133,8 +133,21 @@ def test_compare_two_short_runs_table_and_plot(tmp_path: Path, monkeypatch: pyte
     table = capsys.readouterr().out
     assert "target: val/acc1 >= 1.5000" in table
     assert table.count("not reached") == 4  # FLOPs and time, for both runs
-    assert "base" in table and "short" in table
+    # labelled by run name (and short id), never by a path; one named column per speed-up definition
+    rows = table.splitlines()[3:5]
+    assert rows[0].startswith(f"base ({ids[0][:8]})") and rows[1].startswith(f"short ({ids[1][:8]})")
+    assert str(tmp_path) not in "".join(rows)
+    assert "compute speed-up" in table and "wall-time speed-up" in table
+    assert "compute speed-up = the first run's multiply-adds to target / this run's" in table
+    assert f"warning: base ({ids[0][:8]}) never reached the target" in table
+    assert f"warning: short ({ids[1][:8]}) never reached the target" in table
     assert (tmp_path / "again.png").is_file()
+
+    # A target at chance (the tiny data have 10 classes: chance 0.1) is flagged.
+    assert cli_main(["compare", *ids, "--uri", "sqlite:///mlruns.db", "--target", "0.12", "--json",
+                     "--plot", str(tmp_path / "again.png")]) == 0
+    warnings = json.loads(capsys.readouterr().out)["warnings"]
+    assert any("near chance (0.1000 for 10 classes)" in w for w in warnings), warnings
 
 
 def test_compare_unknown_run_id_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:

@@ -169,6 +169,14 @@ def test_compare_reports_the_speedup_against_a_sweep_frontier(tmp_path: Path, ca
     assert item["status"] == "inside"
     assert item["speedup"] == pytest.approx(expected.speedup)
     assert item["speedup"] == pytest.approx(10 ** (15 * run["final"]) / run["total_flops"], rel=1e-6)
+    # the table: its own named column beside the compute and wall-time speed-ups, defined under the table
+    from hasten.builtins.compare import format_table
+
+    table = format_table(report)
+    header = next(line for line in table.splitlines() if line.startswith("run"))
+    assert header.split("  ")[-1].strip() == "frontier speed-up" and "compute speed-up" in header
+    assert f"{expected.speedup:.2f}x" in table.splitlines()[3]
+    assert "frontier speed-up = the multiply-adds the synthetic frontier of" in table
     # a frontier of another metric is refused, naming the option
     frontier["metric"] = "val/loss"
     (tmp_path / "frontier.json").write_text(json.dumps(frontier))

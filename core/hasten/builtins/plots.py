@@ -112,13 +112,15 @@ def write_run_plots(
             axis.set_xlabel("step")
             axis.set_ylabel("training loss" + (" (log scale)" if scale == "log" else ""))
             if scale == "log" and min(values) > 0:
-                from matplotlib.ticker import FormatStrFormatter, NullFormatter
+                from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
                 axis.set_yscale("log")
+                spread = max(values) / min(values)
+                if 10 <= spread < 1000:  # a decade or two: 1, 2, 5 of each decade labelled, not one lone label
+                    axis.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
                 axis.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))  # 1, 0.1, not 10^0, 10^-1
                 # within one decade only minor ticks carry labels; across decades they would overlap
-                narrow = max(values) / min(values) < 10
-                axis.yaxis.set_minor_formatter(FormatStrFormatter("%.3g") if narrow else NullFormatter())
+                axis.yaxis.set_minor_formatter(FormatStrFormatter("%.3g") if spread < 10 else NullFormatter())
             axis.grid(alpha=0.3, which="both")
         figure.suptitle(f"{prefix}training loss")
         written.append(_save(figure, out / "loss.png"))
