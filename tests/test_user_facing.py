@@ -4,14 +4,17 @@ and `hasten config`."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict
 
+import hasten
 from hasten.builtins.core import evaluation_metric
 from hasten.builtins.tracking import ui_hint
 from hasten.cli import main
@@ -78,6 +81,73 @@ def test_progress_shows_the_tasks_own_metric():
     assert evaluation_metric("val/acc1", {"val/loss": 0.3, "val/delta1": 0.7, "val/abs_rel": 0.2}) == (
         "val/delta1", 0.7)
     assert evaluation_metric("val/abs_rel", {"val/delta1": 0.7, "val/abs_rel": 0.2}) == ("val/abs_rel", 0.2)
+
+
+class _ProbeEvaluation(Plugin):
+    """A plugin evaluation reported before the task's own (plugins' evaluate runs first)."""
+
+    name = "probe_evaluation"
+
+    @hasten.hookimpl
+    def hasten_evaluate(self, state):
+        return {"probe/acc1": 0.123456}
+
+
+def _ssl_config(tmp_path: Path) -> Config:
+    return validate_config(tiny_config_dict(
+        tmp_path, run={"progress": True, "max_steps": 4, "log_every": 2}, eval={"every_steps": 2},
+        task={"name": "ssl", "options": {"method": "simsiam", "knn_k": 20, "knn_bank_size": 256}},
+        plugins={"probe_evaluation": {}},
+    ))
+
+
+def _depth_config(tmp_path: Path) -> Config:
+    return validate_config(tiny_config_dict(
+        tmp_path, run={"progress": True, "max_steps": 4, "log_every": 2}, eval={"every_steps": 2},
+        data={"dataset": "procedural_depth", "resolution": 32, "batch_size": 8,
+              "options": {"train_size": 32, "val_size": 16, "unlabeled_size": 8}},
+        model={"name": "dispnet", "options": {"widths": [8, 16, 32, 64]}}, task={"name": "depth"},
+        optim={"name": "adamw", "lr": 0.01, "weight_decay": 0.0}, plugins={"probe_evaluation": {}},
+    ))
+
+
+@pytest.mark.parametrize(("make", "metric"), [(_ssl_config, "knn/acc1"), (_depth_config, "val/delta1")])
+def test_the_progress_line_ends_on_the_tasks_metric_the_summary_prints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make, metric: str
+):
+    register_plugin(_ProbeEvaluation)
+    try:
+        result = train(make(tmp_path))
+    finally:
+        unregister_plugin("probe_evaluation")
+    err = capsys.readouterr().err
+    steps = [line for line in err.splitlines() if line.startswith("step ")]
+    final = result.state.metrics[metric]
+    # the last line is the final evaluation (step 4), showing the task's metric, not the plugin's
+    assert steps[-1].startswith("step 4/4") and f"{metric} {final:.4f}" in steps[-1], steps
+    assert "probe/acc1" not in "".join(steps)
+    assert any(line.startswith("step 2/4") and f" {metric} " in line for line in steps), steps
+    assert re.search(rf"^  {re.escape(metric)}\s+{final:.4f}$", err, re.M)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_keeps_the_final_progress_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setenv("COLUMNS", "200")  # room for the whole line
+    result = train(validate_config(tiny_config_dict(
+        tmp_path, run={"progress": True, "max_steps": 4, "log_every": 2}, eval={"every_steps": 2})))
+    shown = terminal.getvalue()
+    final = result.state.metrics["val/acc1"]
+    # the bar is drawn on stderr, beside the banner and summary; its last frame, completed, stays above the summary
+    before_summary = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown[: shown.index("\nsummary")])  # no ANSI codes
+    last_frame = [line for line in re.split(r"[\r\n]", before_summary) if line.strip()][-1]
+    assert "4/4" in last_frame and f"val/acc1 {final:.4f}" in last_frame, last_frame
+    assert f"loss {result.state.metrics['train/loss']:.4f}" in last_frame
 
 
 def test_ui_hint_for_servers_and_local_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -146,6 +146,7 @@ class Progress(Plugin):
             return
         print_banner(state)
         if sys.stderr.isatty():
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.progress = Progress(
@@ -154,6 +155,7 @@ class Progress(Plugin):
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[info]}"),
                 TimeRemainingColumn(),
+                console=Console(file=sys.stderr),  # where the banner and summary go (rich's default is stdout)
                 transient=False,  # the final line stays on the screen
             )
             self.progress.start()
@@ -166,7 +168,7 @@ class Progress(Plugin):
         if "train/loss" in metrics:
             self.train_info = f"loss {metrics['train/loss']:.4f}  {metrics.get('train/throughput', 0):.0f} img/s"
         else:  # an evaluation
-            shown = evaluation_metric(state.config.eval.metric, metrics)
+            shown = evaluation_metric(state.config.eval.metric, metrics, state.task.metrics or ())
             if shown is None:
                 return
             self.shown_metric = shown
@@ -217,13 +219,17 @@ class Progress(Plugin):
         sys.stderr.flush()
 
 
-def evaluation_metric(configured: str, metrics: dict[str, float]) -> tuple[str, float] | None:
-    """The metric an evaluation is judged by: ``eval.metric`` when the task
-    reports it, else the task's first reported metric other than a loss
-    (``knn/acc1`` for SSL, ``val/delta1`` for depth)."""
+def evaluation_metric(
+    configured: str, metrics: dict[str, float], task_metrics: tuple[str, ...] = ()
+) -> tuple[str, float] | None:
+    """The metric an evaluation is judged by: ``eval.metric`` when reported,
+    else the task's first declared metric (``Task.metrics``) other than a loss
+    (``knn/acc1`` for SSL, ``val/delta1`` for depth), not a plugin's
+    evaluation (``ema/acc1``), which plugins report before the task."""
     if configured in metrics:
         return configured, float(metrics[configured])
-    names = [k for k in metrics if not k.endswith("loss")] or list(metrics)
+    names = [k for k in task_metrics if k in metrics and not k.endswith("loss")]
+    names = names or [k for k in metrics if not k.endswith("loss")] or list(metrics)
     return (names[0], float(metrics[names[0]])) if names else None
 
 
