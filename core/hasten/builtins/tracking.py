@@ -219,7 +219,11 @@ class SystemMetrics:
             return
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-        self.monitor = SystemMetricsMonitor(sender.run_id, tracking_uri=self.uri)
+        # its start and stop are announced at INFO, between the progress lines; warnings still show
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+
+        # resume_logging: a resumed run's system metrics continue after its last step instead of overwriting
+        self.monitor = SystemMetricsMonitor(sender.run_id, resume_logging=True, tracking_uri=self.uri)
         self.monitor.start()
 
     def stop(self) -> None:
@@ -563,6 +567,7 @@ class Tracking(Plugin):
 
         check_uri(self.uri)
         if os.environ.get("RANK", "0") == "0":  # only rank 0 logs
+            _quiet_store_migrations()  # a first run creates the store here
             prepare_store(self.uri)
 
     @hookimpl
