@@ -71,5 +71,9 @@ def test_compare_plot_in_tera_multiply_adds_with_a_title(tmp_path: Path, figures
     assert axis.get_xlabel().startswith("cumulative multiply-adds (TMAC")
     assert list(axis.lines[0].get_xdata()) == pytest.approx([1, 4])
     assert axis.get_title() == "val/acc1: base vs fast"
+    many = " vs ".join(f"run-{i} (0123abcd)" for i in range(6))
+    plots.write_compare_plot(curves, "val/acc1", 0.5, tmp_path / "many.png", title=many)
+    lines = figures["many.png"].axes[0].get_title().split("\n")
+    assert len(lines) == 2 and " ".join(lines) == many and max(map(len, lines)) <= 80
     assert [t.get_text() for t in axis.get_legend().get_texts()] == ["base (1234abcd)", "fast (5678ef01)",
                                                                     "target 0.5"]

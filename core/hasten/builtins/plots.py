@@ -10,6 +10,7 @@ logging order.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -161,7 +162,8 @@ def write_compare_plot(
     if target is not None:
         axis.axhline(target, linestyle="--", color="grey", label=f"target {target:.4g}")
     axis.set_ylabel(metric)
-    axis.set_title(title or f"{metric} vs compute")
+    # many runs make a long title: wrapped, not cut at the figure's edge
+    axis.set_title(textwrap.fill(title or f"{metric} vs compute", 80))
     axis.grid(alpha=0.3)
     axis.legend(fontsize="small")
     return _save(figure, Path(path))
