@@ -126,3 +126,39 @@ def test_ubn_trains_the_depth_task(tmp_path: Path, mode: str) -> None:
     per_sample = state.task.forward_flops_per_sample(state.flops, 32)
     factor = (8 + 16) if mode != "joint" else 3 * 16
     assert state.flops.overhead["ubn"] == pytest.approx(20 * per_sample * factor)
+
+
+@pytest.mark.parametrize(
+    ("sections", "expected"),
+    [
+        ({"plugins": {"ubn": {"mode": "both"}}}, ["plugins.ubn.mode", "two_step", "joint"]),
+        ({"plugins": {"ubn": {"unlabeled_batch_size": 0}}}, ["plugins.ubn.unlabeled_batch_size", "greater than 0"]),
+        ({"data": {"unlabeled": {"batch_size": 0}}, "plugins": {"ubn": {}}}, ["data.unlabeled.batch_size"]),
+        ({"model": {"name": "mlp", "options": {"batchnorm": False}}, "plugins": {"ubn": {}}},
+         ["plugins.ubn", "has no BatchNorm layer"]),
+        ({"data": {"unlabeled": None}, "plugins": {"ubn": {}}}, ["plugins.ubn", "needs an unlabeled stream"]),
+    ],
+    ids=["unknown-mode", "unlabeled-batch-0", "data-unlabeled-batch-0", "no-batchnorm", "no-unlabeled-data"],
+)
+def test_bad_settings_exit_2_naming_the_key(tmp_path: Path, capsys, sections: dict, expected: list[str]) -> None:
+    """`hasten train` with a bad UBN setting: exit 2, one message naming the key, no traceback, nothing trained."""
+    import yaml
+    from conftest import spiral_config_dict
+
+    from hasten.cli import main
+
+    config = spiral_config_dict(tmp_path, run={"max_steps": 2})
+    for section, values in sections.items():
+        for key, value in values.items():
+            if value is None:
+                config[section].pop(key, None)
+            else:
+                config.setdefault(section, {})[key] = value
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "Traceback" not in err, err
+    for text in expected:
+        assert text in err, (text, err)
+    assert not (tmp_path / "run" / "checkpoints").exists()
