@@ -161,6 +161,11 @@ def record_path(out: Path, label: str, config_hash: str, budget: float, seed: in
     return out / "records" / f"{_slug(label)}-{config_hash}" / f"b{budget_text(budget)}-s{seed}.json"
 
 
+def run_dir_path(out: Path, label: str, config_hash: str, budget: float, seed: int) -> Path:
+    """The folder a sweep trains (label, budget, seed) in: its checkpoints, if the config keeps any."""
+    return out / "runs" / f"{_slug(label)}-{config_hash}-b{budget_text(budget)}-s{seed}"
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "config"
 
@@ -271,7 +276,7 @@ def run_one(entry: SweepConfig, budget: float, seed: int, out: Path) -> SweepRec
     trained_hash = recipe_hash(config)
     config.run.seed = seed
     config.run.name = f"{entry.label}-b{budget_text(budget)}-s{seed}"
-    run_dir = out / "runs" / f"{_slug(entry.label)}-{entry.config_hash}-b{budget_text(budget)}-s{seed}"
+    run_dir = run_dir_path(out, entry.label, entry.config_hash, budget, seed)
     if run_dir.exists():  # a run killed before it finished: keep its folder, train again from the start
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         run_dir.rename(run_dir.with_name(f"{run_dir.name}.unfinished-{stamp}"))

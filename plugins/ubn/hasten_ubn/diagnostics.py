@@ -5,6 +5,9 @@
 * :func:`mc_bn_predict` -- Monte-Carlo BN (Teye et al. 2018): predictions of
   the same inputs under BN statistics drawn from different unlabeled batches;
   the spread is a predictive uncertainty.
+* :func:`mc_bn_uncertainty` -- how well that spread flags wrong predictions:
+  accuracy, mean spread of right and wrong predictions, and :func:`auroc` of
+  the spread as a score for "this prediction is wrong".
 
 Definitions used in the table (per feature = per BN channel; a conv layer's
 channel contributes every spatial position of every sample). The features are
@@ -207,3 +210,56 @@ def mc_bn_predict(
                 probabilities.append(torch.softmax(model(inputs).float(), dim=1))
     stacked = torch.stack(probabilities)
     return stacked.mean(0), stacked.std(0, correction=0)
+
+
+def auroc(scores: Tensor, positives: Tensor) -> float:
+    """Area under the ROC curve of ``scores`` for the boolean ``positives``: the probability that a random
+    positive scores above a random negative, ties counting one half (Mann-Whitney U / (P x N)).
+    NaN when either class is empty."""
+    scores = scores.double().flatten()
+    positives = positives.bool().flatten()
+    count_pos = int(positives.sum())
+    count_neg = positives.numel() - count_pos
+    if count_pos == 0 or count_neg == 0:
+        return float("nan")
+    order = torch.argsort(scores)
+    ranks = torch.empty_like(scores)
+    ranks[order] = torch.arange(1, scores.numel() + 1, dtype=torch.float64)
+    # tied scores share the mean of their ranks
+    values, inverse = torch.unique(scores, return_inverse=True)
+    rank_sums = torch.zeros(values.numel(), dtype=torch.float64).index_add_(0, inverse, ranks)
+    counts = torch.zeros(values.numel(), dtype=torch.float64).index_add_(0, inverse, torch.ones_like(ranks))
+    ranks = (rank_sums / counts)[inverse]
+    u = float(ranks[positives].sum()) - count_pos * (count_pos + 1) / 2
+    return u / (count_pos * count_neg)
+
+
+@dataclass
+class MCBNSummary:
+    """Monte-Carlo BN uncertainty vs correctness on one evaluation set."""
+
+    samples: int
+    passes: int
+    accuracy: float  # of the MC mean prediction
+    wrong: int
+    std_correct: float  # mean spread (std over passes of the predicted class's probability), right predictions
+    std_wrong: float  # the same, wrong predictions
+    auroc_wrong: float  # AUROC of the spread as a score for a wrong prediction (0.5 = uninformative)
+
+
+def mc_bn_uncertainty(mean: Tensor, std: Tensor, labels: Tensor, passes: int) -> MCBNSummary:
+    """Score :func:`mc_bn_predict`'s output against the true ``labels``: the prediction is the class of
+    highest mean probability, its uncertainty the std over passes of that class's probability."""
+    predicted = mean.argmax(1)
+    spread = std.gather(1, predicted[:, None])[:, 0].double()
+    wrong = predicted != labels
+    nan = float("nan")
+    return MCBNSummary(
+        samples=int(labels.numel()),
+        passes=passes,
+        accuracy=float((~wrong).double().mean()),
+        wrong=int(wrong.sum()),
+        std_correct=float(spread[~wrong].mean()) if bool((~wrong).any()) else nan,
+        std_wrong=float(spread[wrong].mean()) if bool(wrong.any()) else nan,
+        auroc_wrong=auroc(spread, wrong),
+    )

@@ -162,3 +162,29 @@ def test_bad_settings_exit_2_naming_the_key(tmp_path: Path, capsys, sections: di
     for text in expected:
         assert text in err, (text, err)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_ubn_report_mc_bn_on_a_trained_cnn(tiny_config, tmp_path: Path, capsys) -> None:
+    """`ubn-report --mc-bn T` on a small ResNet: distances and MC-BN figures from the checkpoint."""
+    import json
+
+    import yaml
+
+    config = tiny_config(run={"checkpoint_every": 4}, plugins={"ubn": {}})
+    result = train(config)
+    checkpoint = next((Path(result.run_dir) / "checkpoints").iterdir())
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    parser = argparse.ArgumentParser()
+    add_report_command(parser.add_subparsers())
+    args = parser.parse_args(["ubn-report", str(config_file), "--checkpoint", str(checkpoint), "--mc-bn", "4",
+                              "--max-images", "64", "--json"])
+    assert args.handler(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["distances"]) >= 2 and all(r["features"] > 0 for r in out["distances"])
+    mc = out["mc_bn"]
+    assert mc["samples"] == 64 and mc["passes"] == 4 and mc["wrong"] == round(64 * (1 - mc["accuracy"]))
+    assert 0.0 <= mc["auroc_wrong"] <= 1.0 and mc["std_wrong"] >= 0 and mc["std_correct"] >= 0
+    bad = parser.parse_args(["ubn-report", str(config_file), "--checkpoint", str(checkpoint), "--mc-bn", "1"])
+    with pytest.raises(UserError, match=r"--mc-bn: 1 passes; a spread needs at least 2"):
+        bad.handler(bad)

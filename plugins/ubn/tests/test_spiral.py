@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 
+import pytest
 import torch
 
 from hasten.engine import train
@@ -67,3 +69,28 @@ def test_mc_bn_spread_is_zero_for_identical_batches_and_positive_otherwise() -> 
     _, spread = mc_bn_predict(model, inputs, [torch.randn(8, 2) * s for s in (0.5, 1.0, 2.0)])
     assert float(spread.mean()) > 1e-3
     assert torch.equal(model[1].running_mean, before) and model.training
+
+
+def test_mc_bn_auroc_has_the_known_answers() -> None:
+    from hasten_ubn.diagnostics import auroc
+
+    # the classic example: of the 4 (positive, negative) pairs, 3 are ordered right
+    assert auroc(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1])) == 0.75
+    assert auroc(torch.tensor([0.1, 0.2, 0.3, 0.4]), torch.tensor([0, 0, 1, 1])) == 1.0
+    assert auroc(torch.tensor([0.4, 0.3, 0.2, 0.1]), torch.tensor([0, 0, 1, 1])) == 0.0
+    assert auroc(torch.full((6,), 0.3), torch.tensor([0, 1, 0, 1, 1, 0])) == 0.5  # ties count one half
+    # one tie across the classes (0.2 vs 0.2) of 2 x 2 pairs: (3 + 0.5) / 4
+    assert auroc(torch.tensor([0.2, 0.1, 0.2, 0.5]), torch.tensor([0, 0, 1, 1])) == 0.875
+    assert math.isnan(auroc(torch.tensor([0.1, 0.2]), torch.tensor([1, 1])))
+
+
+def test_mc_bn_uncertainty_scores_the_predicted_class_spread_against_correctness() -> None:
+    from hasten_ubn.diagnostics import mc_bn_uncertainty
+
+    mean = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    std = torch.tensor([[0.01, 0.5], [0.0, 0.02], [0.3, 0.0], [0.0, 0.2]])
+    labels = torch.tensor([0, 1, 1, 0])  # the last two predictions are wrong, and have the larger spreads
+    summary = mc_bn_uncertainty(mean, std, labels, passes=5)
+    assert (summary.samples, summary.passes, summary.wrong, summary.accuracy) == (4, 5, 2, 0.5)
+    assert summary.std_correct == pytest.approx(0.015) and summary.std_wrong == pytest.approx(0.25)
+    assert summary.auroc_wrong == 1.0
