@@ -172,9 +172,14 @@ def _slug(text: str) -> str:
 
 def write_record(path: Path, record: SweepRecord) -> None:
     """Atomically: a kill while writing leaves no half-written record (it would count as done)."""
+    write_json(path, asdict(record))
+
+
+def write_json(path: Path, data: Any) -> None:
+    """``data`` as indented JSON at ``path``, atomically (written beside it, then renamed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(asdict(record), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    partial.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     partial.replace(path)
 
 

@@ -6,7 +6,7 @@ labeled training samples with those of the unlabeled stream's samples (see
 :mod:`hasten_ubn.diagnostics` for the definitions).
 
 ``--mc-bn T`` (classification) adds Monte-Carlo BN uncertainty: the
-validation images are predicted T times, each time with the BN statistics of
+validation images are predicted (a seeded random ``--max-images`` of them) T times, each time with the BN statistics of
 one random training batch drawn as the run trained -- [labeled; unlabeled]
 when the config enables ``plugins.ubn``, labeled only otherwise (eval
 preprocessing, no augmentation) -- and the spread of the predicted class's
@@ -33,11 +33,19 @@ from hasten_ubn.diagnostics import (
 )
 
 
+def sample_rows(size: int, limit: int, seed: int = 0) -> list[int]:
+    """All rows when ``size <= limit``, else a seeded random ``limit`` of them: image folders list their
+    samples class by class, so the first ``limit`` would hold only a few classes."""
+    if size <= limit:
+        return list(range(size))
+    return sorted(torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:limit].tolist())
+
+
 def model_inputs(dataset: Any, info: Any, resolution: int, batch_size: int, limit: int) -> Iterator[torch.Tensor]:
-    """Eval-preprocessed model inputs of the first ``limit`` samples of ``dataset`` (vectors as float)."""
-    for start in range(0, min(limit, len(dataset)), batch_size):
-        rows = list(range(start, min(start + batch_size, limit, len(dataset))))
-        images = dataset.__getitems__(rows)[0]
+    """Eval-preprocessed model inputs of ``limit`` samples of ``dataset`` (:func:`sample_rows`; vectors as float)."""
+    rows = sample_rows(len(dataset), limit)
+    for start in range(0, len(rows), batch_size):
+        images = dataset.__getitems__(rows[start:start + batch_size])[0]
         yield images.float() if images.dim() != 4 else eval_inputs(images, resolution, info)
 
 
@@ -115,8 +123,7 @@ def mc_bn_report(
         if ubn:
             parts.append(_random_inputs(data.unlabeled, data.info, resolution, unlabeled_size, generator))
         batches.append(torch.cat(parts))
-    count = min(max_images, len(data.val))
-    images, labels = data.val.__getitems__(list(range(count)))[:2]
+    images, labels = data.val.__getitems__(sample_rows(len(data.val), max_images, seed))[:2]
     inputs = images.float() if images.dim() != 4 else eval_inputs(images, resolution, data.info)
     selected = config.plugin_settings("ubn").get("layers") if ubn else None
     try:
