@@ -64,7 +64,8 @@ def cmd_components(args: Any) -> int:
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
-    notes = {"schedules": "options: none (the schedule section's warmup_steps, warmup_fraction, final_lr apply)"}
+    notes = {"schedules": "options: none (the schedule section's warmup_steps, warmup_fraction, final_lr apply)",
+             "optimizers": "options: none (the optim section's lr, momentum, nesterov, weight_decay, betas apply)"}
     for kind, components in rows.items():
         print(kind)
         for row in components:
