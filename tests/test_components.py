@@ -15,7 +15,8 @@ import yaml
 from pydantic import Field
 
 import hasten
-from hasten.cli import config_schema, main
+from hasten.cli import main
+from hasten.commands.schema import config_schema
 from hasten.config import validate_config
 from hasten.data.datasets import TensorImageDataset
 from hasten.engine import Trainer, train

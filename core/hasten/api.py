@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from hasten.batch import Batch, StepOutput
 from hasten.checkpoint import load_checkpoint
-from hasten.cli import add_config_arguments
+from hasten.commands.arguments import add_config_arguments
 from hasten.config import Config, load_config, validate_config
 from hasten.data.augment import eval_batch, resize_batch
 from hasten.engine import Trainer
@@ -74,7 +74,7 @@ def build_data_and_task(config: Config) -> tuple[DataModule, Task]:
 def tracking_uri(config: Config) -> str:
     """The MLflow tracking URI a run of ``config`` logs to (``tracking.uri``, ``$MLFLOW_TRACKING_URI``, the
     local SQLite file), as the tracking built-in resolves it."""
-    from hasten.builtins.tracking import resolve_uri
+    from hasten.builtins.mlflow_sender import resolve_uri
 
     return resolve_uri(config.tracking.uri)
 

@@ -610,8 +610,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_sweep_command(subparsers: Any) -> None:
-    from hasten.cli import add_config_arguments
+def add_command(subparsers: Any) -> None:
+    from hasten.commands.arguments import add_config_arguments
 
     parser = subparsers.add_parser(
         "sweep", help="train configs at several budgets and seeds: accuracy-vs-compute frontiers and speed-ups"

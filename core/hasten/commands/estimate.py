@@ -223,8 +223,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_estimate_command(subparsers: Any) -> None:
-    from hasten.cli import add_config_arguments
+def add_command(subparsers: Any) -> None:
+    from hasten.commands.arguments import add_config_arguments
 
     parser = subparsers.add_parser(
         "estimate", help="planned FLOPs of a config (train, overhead, total) against the config without plugins"

@@ -147,8 +147,8 @@ def cmd_linear_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_linear_probe_command(subparsers: Any) -> None:
-    from hasten.cli import add_config_arguments
+def add_command(subparsers: Any) -> None:
+    from hasten.commands.arguments import add_config_arguments
 
     parser = subparsers.add_parser(
         "linear-probe", help="train a linear classifier on the frozen backbone of a checkpoint; print top-1"

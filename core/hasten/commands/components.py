@@ -80,7 +80,7 @@ def cmd_components(args: Any) -> int:
     return 0
 
 
-def add_components_command(subparsers: Any) -> None:
+def add_command(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "components", help="list datasets, models, tasks and schedules with their options and distribution"
     )
