@@ -74,6 +74,7 @@ so register, configure and setup run as above)::
         hasten_step_start(state)        (state.step == step)
         hasten_batch_size(state, step)
         hasten_plan_step(state, step, batch_size)
+    hasten_plan_summary(state, resolutions)  (once, after the walk)
 
 Hooks run on every rank under torchrun unless a spec says otherwise. The
 per-step hooks must stay cheap: pluggy dispatch costs about a microsecond;
@@ -254,6 +255,18 @@ def hasten_plan_step(state: State, step: int, batch_size: int) -> dict[str, floa
     hyper-parameters (``state.step == step``); ``batch_size`` is what the
     stream would deliver (``hasten_batch_size``). Must run no model. Results
     are merged by summing equal keys.
+    """
+
+
+@hookspec
+def hasten_plan_summary(state: State, resolutions: list[int]) -> dict[str, Any] | None:
+    """For ``hasten estimate`` (no training), once after the walk over the planned steps:
+    this plugin's own closed-form estimate of the plan (its paper's formula), as
+    ``{"key": name, "figures": {figure: value}, "lines": [text, ...]}``.
+
+    ``resolutions``: each planned step's ``state.resolution`` (``state.max_resolution``
+    is the full one). The report holds ``figures`` under ``key`` (``--json``); the text
+    report prints ``lines`` beside the counted speed-up. Must run no model.
     """
 
 

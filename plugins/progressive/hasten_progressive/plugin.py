@@ -23,7 +23,9 @@ from hasten_progressive.schedules import (
     check_arguments,
     check_resolutions,
     magnitude_at,
+    mean_inverse_square,
     num_stages,
+    quadratic_speedup,
     resolution_at,
 )
 
@@ -187,3 +189,24 @@ class Progressive(hasten.Plugin):
         step = min(state.step, len(self.resolutions) - 1)
         state.resolution = self.resolutions[step]
         state.aug_magnitude = self.magnitudes[step]
+
+
+    # ----------------------------------------------------------- planning
+    @hasten.hookimpl
+    def hasten_plan_summary(self, state: hasten.State, resolutions: list[int]) -> dict[str, Any] | None:
+        """``hasten estimate``: eq. 3.9's quadratic estimate of the planned schedule (docs/methods.md)."""
+        if not resolutions:
+            return None
+        figures = {
+            # eq. 3.9, as the research states it
+            "M_eq_3_9": mean_inverse_square(resolutions, state.max_resolution),
+            # the same cost ~ r^2 assumption, as a ratio of summed costs
+            "r2_cost_speedup": quadratic_speedup(resolutions, state.max_resolution),
+        }
+        lines = []
+        if len(set(resolutions)) > 1:
+            lines = [
+                f"quadratic estimate M = 1/L sum (r_max/r_t)^2 (docs/methods.md eq. 3.9): {figures['M_eq_3_9']:.3f}x",
+                f"cost ~ r^2 as a ratio of summed costs: {figures['r2_cost_speedup']:.3f}x",
+            ]
+        return {"key": "quadratic", "figures": figures, "lines": lines}
