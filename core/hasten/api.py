@@ -12,9 +12,10 @@ API") describes the surface.
   errors (:class:`UserError` for anything the user can fix).
 * Images and models: :func:`resize_batch`, :func:`eval_batch`,
   :func:`build_model` (a registered architecture, e.g. a proxy network),
-  :func:`check_resolution` and :func:`legal_resolution` (one rule for which
-  sides a model accepts), :func:`model_unchanged` with :class:`BufferSnapshot`
-  (run a model without changing its state).
+  :func:`check_resolution`, :func:`legal_resolution` and
+  :func:`smallest_resolution` (one rule for which sides a model accepts),
+  :func:`model_unchanged` with :class:`BufferSnapshot` (run a model without
+  changing its state).
 * What a task can do, asked with ``isinstance``: :class:`PerSampleLosses`
   (per-sample losses, selection), :class:`PairScoring` (pairs of views,
   Hard Augment); :data:`EXTRA_TARGETS` (extra target views in ``batch.extras``).
@@ -36,7 +37,14 @@ from hasten.data.augment import eval_batch, resize_batch
 from hasten.engine import Trainer
 from hasten.errors import DataError, TrainingInterrupted, TrainingStopped, UserError
 from hasten.hookspecs import hookimpl
-from hasten.models import BufferSnapshot, build_model, check_resolution, legal_resolution, model_unchanged
+from hasten.models import (
+    BufferSnapshot,
+    build_model,
+    check_resolution,
+    legal_resolution,
+    model_unchanged,
+    smallest_resolution,
+)
 from hasten.plugins import Plugin, register_plugin
 from hasten.registry import REGISTRY
 from hasten.state import State
@@ -113,6 +121,7 @@ __all__ = [
     "plugin_provides",
     "register_plugin",
     "resize_batch",
+    "smallest_resolution",
     "tracking_run_id",
     "tracking_uri",
     "validate_config",

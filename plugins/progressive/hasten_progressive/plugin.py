@@ -9,7 +9,6 @@ so this plugin only has to set the two numbers.
 
 from __future__ import annotations
 
-import math
 from array import array
 from typing import Any
 
@@ -17,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 import hasten
-from hasten.api import check_resolution
+from hasten.api import check_resolution, smallest_resolution
 from hasten_progressive.schedules import (
     Mode,
     check_arguments,
@@ -71,12 +70,6 @@ def _user_error(problem: ValueError, note: str = "") -> hasten.UserError:
     return hasten.UserError(f"{KEY}.{problem}{note}")
 
 
-def _smallest_legal(minimum: int, step: int, patch: int | None) -> int:
-    """The smallest multiple of ``step`` (and of ``patch``) that is >= ``minimum``."""
-    unit = step if patch is None else math.lcm(step, patch)
-    return max(unit, -(-minimum // unit) * unit)
-
-
 def check_model_resolutions(
     model: nn.Module, resolutions: list[int], settings: ProgressiveSettings, max_resolution: int
 ) -> None:
@@ -91,7 +84,7 @@ def check_model_resolutions(
         patch = patch if isinstance(patch, int) else None
         smallest = resolutions[0]
         if minimum > 0 and smallest < minimum:
-            legal = _smallest_legal(minimum, settings.resolution_step, patch)
+            legal = smallest_resolution(module, multiple_of=settings.resolution_step)
             fix = (
                 f"the smallest legal value (a multiple of resolution_step {settings.resolution_step}"
                 f"{f' and of the patch size {patch}' if patch else ''}) is {legal}"
