@@ -369,10 +369,7 @@ class Selection(hasten.Plugin):
         selected = batch.subset(keep)
         self.last_resolution = resolution
         self.last_scored = scored
-        per_sample = 0.0
-        if scored:
-            per_sample = state.flops.forward_per_sample(self.scorer(state), state.task.input_shape(resolution))
-        state.flops.add_overhead(self.name, per_sample * scored)
+        state.flops.add_overhead(self.name, self.scoring_flops(state, resolution, scored))
         if self.proxy is not None:
             self.train_proxy(state, view[keep], selected, resolution)
         if memory is not None:
@@ -385,6 +382,19 @@ class Selection(hasten.Plugin):
     def scorer(self, state: hasten.State) -> torch.nn.Module:
         """The module the scoring forward runs: the proxy, or the (unwrapped) model."""
         return self.proxy if self.proxy is not None else state.model
+
+    # The overhead FLOPs, one formula each for training (reported) and planning (hasten_plan_step).
+    def scoring_flops(self, state: hasten.State, resolution: int, count: int) -> float:
+        """Scoring ``count`` candidates at ``resolution``: one forward of the scorer each."""
+        if not count:
+            return 0.0
+        return state.flops.forward_per_sample(self.scorer(state), state.task.input_shape(resolution)) * count
+
+    def proxy_training_flops(self, state: hasten.State, resolution: int, count: int) -> float:
+        """One training step of the proxy on ``count`` samples at ``resolution``."""
+        assert self.proxy is not None
+        per_sample = state.flops.forward_per_sample(self.proxy, state.task.input_shape(resolution))
+        return state.flops.train_step_flops(per_sample, count)
 
     def score(self, state: hasten.State, inputs: torch.Tensor, batch: hasten.Batch) -> torch.Tensor:
         """Per-sample losses of ``inputs`` without gradient, leaving every model buffer as it was.
@@ -417,8 +427,7 @@ class Selection(hasten.Plugin):
         loss.backward()
         optimizer.step()
         self._proxy_loss = loss.detach()
-        per_sample = state.flops.forward_per_sample(proxy, state.task.input_shape(resolution))
-        state.flops.add_overhead(PROXY_TRAINING, state.flops.train_step_flops(per_sample, len(batch)))
+        state.flops.add_overhead(PROXY_TRAINING, self.proxy_training_flops(state, resolution, len(batch)))
 
     @hasten.hookimpl
     def hasten_step_end(self, state: hasten.State, output: hasten.StepOutput) -> None:
@@ -500,14 +509,12 @@ class Selection(hasten.Plugin):
         if self.proxy is not None:
             if not (selecting or self.proxy_trains(state, step)):
                 return None
-            per_sample = state.flops.forward_per_sample(self.proxy, state.task.input_shape(resolution))
-            planned = {PROXY_TRAINING: state.flops.train_step_flops(per_sample, state.batch_size)}
+            planned = {PROXY_TRAINING: self.proxy_training_flops(state, resolution, state.batch_size)}
             if selecting:
-                planned[self.name] = per_sample * batch_size
+                planned[self.name] = self.scoring_flops(state, resolution, batch_size)
             return planned
         if not selecting:
             return None
         if settings.scoring == "memory":
             return {self.name: 0.0}
-        per_sample = state.flops.forward_per_sample(state.task.model, state.task.input_shape(resolution))
-        return {self.name: per_sample * batch_size}
+        return {self.name: self.scoring_flops(state, resolution, batch_size)}
