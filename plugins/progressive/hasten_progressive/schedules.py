@@ -38,10 +38,10 @@ what the research computes.)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 Mode = Literal["super", "classic"]
-MODES: tuple[str, ...] = ("super", "classic")
+MODES: tuple[str, ...] = get_args(Mode)  # the one declaration is Mode
 
 
 def check_resolutions(min_resolution: int, max_resolution: int, resolution_step: int) -> None:
