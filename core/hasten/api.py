@@ -10,7 +10,8 @@ API") describes the surface.
 * Writing a plugin: :class:`Plugin`, :data:`hookimpl`, :func:`register_plugin`,
   :class:`State`, :class:`Batch`, :class:`StepOutput`, :class:`Config`, the
   errors (:class:`UserError` for anything the user can fix).
-* Images and models: :func:`resize_batch`, :func:`eval_batch`,
+* Images and models: :func:`is_image_batch` (images or vector data; of a
+  dataset: ``state.task.info.is_vector``), :func:`resize_batch`, :func:`eval_batch`,
   :func:`build_model` (a registered architecture, e.g. a proxy network),
   :func:`check_resolution`, :func:`legal_resolution` and
   :func:`smallest_resolution` (one rule for which sides a model accepts),
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hasten.batch import Batch, StepOutput
+from hasten.batch import Batch, StepOutput, is_image_batch
 from hasten.checkpoint import load_checkpoint
 from hasten.commands.arguments import add_config_arguments
 from hasten.config import Config, load_config, validate_config
@@ -114,6 +115,7 @@ __all__ = [
     "check_resolution",
     "eval_batch",
     "hookimpl",
+    "is_image_batch",
     "legal_resolution",
     "load_checkpoint",
     "load_config",

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from hasten.accounting import FlopAccountant
+from hasten.batch import is_image_batch
 from hasten.checkpoint import (
     checkpoint_path,
     checkpoint_tensors,
@@ -409,7 +410,7 @@ class Trainer:
                     batch = selected
                 if channels_last:
                     batch.views = [
-                        v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for v in batch.views
+                        v.contiguous(memory_format=torch.channels_last) if is_image_batch(v) else v for v in batch.views
                     ]
                 with autocast:
                     output: StepOutput = hooks.hasten_forward(state=state, batch=batch)

@@ -39,7 +39,7 @@ def extract_features(backbone: Any, dataset: Any, info: Any, resolution: int, de
     with model_unchanged(backbone):
         for batch in eval_batches(dataset, batch_size):
             images = batch.images.to(device)
-            inputs = images.float() if images.dim() != 4 else eval_batch(images, resolution, info.mean, info.std)
+            inputs = eval_batch(images, resolution, info.mean, info.std)
             features.append(backbone.forward_features(inputs).float())
             labels.append(batch.labels.to(device))
     return torch.cat(features), torch.cat(labels)

@@ -280,7 +280,7 @@ class SSLTask(Task):
 
     def __init__(self, config: Config, info: DataInfo) -> None:
         super().__init__(config, info)
-        if info.resolution == 0:
+        if info.is_vector:
             raise UserError(
                 f"task.name: ssl needs image data; data.dataset {config.data.dataset!r} is vector data"
             )

@@ -8,7 +8,17 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 import hasten
-from hasten.api import EXTRA_TARGETS, Batch, Config, PairScoring, State, UserError, check_resolution, resize_batch
+from hasten.api import (
+    EXTRA_TARGETS,
+    Batch,
+    Config,
+    PairScoring,
+    State,
+    UserError,
+    check_resolution,
+    is_image_batch,
+    resize_batch,
+)
 from hasten_hardaug.mining import gather_views, hardest_pairs, other_views, pair_table
 
 #: methods whose targets carry no gradient, so extra low-resolution targets are well defined
@@ -79,7 +89,7 @@ class HardAugment(hasten.Plugin):
 
     @hasten.hookimpl
     def hasten_views(self, state: State, batch: Batch) -> list[torch.Tensor] | None:
-        if self.task is None or self.pairs is None or batch.images.dim() != 4:
+        if self.task is None or self.pairs is None or not is_image_batch(batch.images):
             return None
         if not state.sampling_active():
             return None  # cool-down: the task's two random views

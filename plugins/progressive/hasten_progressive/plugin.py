@@ -143,7 +143,7 @@ class Progressive(hasten.Plugin):
     def hasten_setup(self, state: hasten.State) -> None:
         """Check that the model takes every scheduled resolution; fix r_max."""
         s = self.settings
-        if state.task.info.resolution == 0:
+        if state.task.info.is_vector:
             raise hasten.UserError(
                 f"{KEY}: a resolution schedule needs image data; data.dataset {state.config.data.dataset!r} "
                 "holds vectors. Remove the plugin for this dataset"

@@ -47,6 +47,7 @@ from hasten.api import (
     PerSampleLosses,
     build_model,
     check_resolution,
+    is_image_batch,
     legal_resolution,
     model_unchanged,
     resize_batch,
@@ -241,7 +242,7 @@ class Selection(hasten.Plugin):
     def _build_proxy(self, state: hasten.State) -> torch.nn.Module:
         """The proxy: a small_resnet of ``proxy_width`` for the task's classes and channels, on the device."""
         info = state.data.info
-        if info.resolution == 0:
+        if info.is_vector:
             raise hasten.UserError(
                 f"plugins.selection.scoring: 'proxy' scores with a small ResNet, which needs image data; "
                 f"data.dataset {state.config.data.dataset!r} is vector data (allowed here: forward, memory, mixed)"
@@ -318,7 +319,7 @@ class Selection(hasten.Plugin):
         """The task's view of ``batch`` downsampled to r_hat, and r_hat (0 for vector data)."""
         view = batch.views[0]
         resolution = 0
-        if view.dim() == 4:
+        if is_image_batch(view):
             resolution = self.scoring_resolution(view.shape[-1])
             view = resize_batch(view, resolution)
             if self._channels_last:
