@@ -40,7 +40,7 @@ arguments than its specification (pluggy passes only those it names).
 
 Order of a run (``hasten train``)::
 
-    hasten_add_commands                 (CLI start, on installed plugin classes)
+    hasten_add_commands                 (CLI start: the core's commands, then installed plugin classes')
     hasten_register(registry)           (enabled plugins + built-ins)
     hasten_configure(config)            (cross-plugin validation, before any work)
     hasten_setup(state)                 (model, optimizer, data built)
@@ -107,7 +107,9 @@ def hasten_add_commands(subparsers: argparse._SubParsersAction) -> None:  # type
     Called once when the CLI starts, on the *class* of every installed plugin
     (enabled or not), so implement it as a ``@staticmethod``. Each command's
     handler is set with ``parser.set_defaults(handler=fn)``; ``fn(args) -> int``
-    returns the exit code. All results are ignored.
+    returns the exit code. All results are ignored. The core's own commands
+    are added by the same hook (:class:`hasten.commands.CoreCommands`,
+    ``tryfirst``: they come first in ``hasten --help``).
     """
 
 
