@@ -330,3 +330,57 @@ def to_cpu(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(to_cpu(v) for v in value)
     return value
+
+
+def shared_resume_checkpoint(
+    state: State, found: tuple[Path, dict[str, Any]] | None, *, allow_nonfinite: bool = False
+) -> tuple[dict[str, Any] | None, bool]:
+    """The checkpoint a resume continues from, on every rank, and whether it is finite.
+
+    ``found``: rank 0's (path, content) from :func:`hasten.rundir.claim_run_dir`; rank 0 sends
+    it to the other ranks (multi-node runs need no shared file system). A checkpoint holding
+    NaN or inf is refused (:class:`UserError`) unless ``allow_nonfinite``; a finite one becomes
+    the run's last good checkpoint (``state.scratch["engine/last_checkpoint"]``).
+    """
+    if state.world_size > 1:
+        shared = [found]
+        dist.broadcast_object_list(shared, src=0)
+        found = shared[0]
+    if found is None:
+        if state.is_main:
+            print(
+                f"warning: --resume: no checkpoint in {state.run_dir} (stopped before its first one); "
+                "starting from step 0", file=sys.stderr,
+            )
+        return None, False
+    path, blob = found
+    # Every rank holds the same blob: all refuse (or accept) alike, before any work.
+    bad = nonfinite_tensors(checkpoint_tensors(blob, optimizer_param_names(state.model, state.optimizer)))
+    if bad and not allow_nonfinite:
+        raise UserError(
+            f"--resume: {path} holds non-finite values (NaN or inf) in {tensor_list(bad)}; training on from "
+            "it cannot recover. Resume from an earlier run or checkpoint, start afresh with a lower "
+            "optim.lr, or pass --resume-allow-nonfinite to load it anyway"
+        )
+    if bad:
+        if state.is_main:
+            print(f"warning: --resume-allow-nonfinite: {path} holds non-finite values in {tensor_list(bad)}; "
+                  "loading it anyway (it is not counted as a good checkpoint)", file=sys.stderr)
+    else:
+        state.scratch["engine/last_checkpoint"] = str(path)
+    if state.is_main:
+        print(f"resuming from {path} (step {blob['step']})", file=sys.stderr)
+    return blob, not bad
+
+
+def optimizer_param_names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """The model's parameter names in the optimizer's order (its state dict numbers them so)."""
+    names = {param: name for name, param in model.named_parameters()}
+    return [names.get(p, f"param{i}") for i, p in
+            enumerate(p for group in optimizer.param_groups for p in group["params"])]
+
+
+def tensor_list(names: list[str], shown: int = 3) -> str:
+    """``a, b, c and 8 more tensors``: the first few names of a long list."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more tensor{'s' if more > 1 else ''}" if more > 0 else "")

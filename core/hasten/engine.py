@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
@@ -26,13 +25,14 @@ from hasten.accounting import FlopAccountant
 from hasten.batch import is_image_batch
 from hasten.checkpoint import (
     checkpoint_path,
-    checkpoint_tensors,
     floating_tensors,
     gather_checkpoint,
     load_checkpoint,
     nonfinite_tensors,
     optimizer_state_tensors,
     restore_checkpoint,
+    shared_resume_checkpoint,
+    tensor_list,
     write_checkpoint,
 )
 from hasten.config import Config, validate_component_options
@@ -235,49 +235,14 @@ class Trainer:
         self._loss_prefix = restore_checkpoint(self.state, blob)
 
     def _load_latest(self) -> dict[str, Any] | None:
-        """The newest valid checkpoint of the run directory; rank 0 reads it and sends it to the
-        other ranks (multi-node runs need no shared file system)."""
-        state = self.state
+        """The checkpoint to resume from (read when the run directory was claimed), checked on every rank."""
         found, self._resume_from = self._resume_from, None
-        if state.world_size > 1:
-            shared = [found]
-            dist.broadcast_object_list(shared, src=0)
-            found = shared[0]
-        if found is None:
-            if state.is_main:
-                print(
-                    f"warning: --resume: no checkpoint in {state.run_dir} (stopped before its first one); "
-                    "starting from step 0", file=sys.stderr,
-                )
-            return None
-        path, blob = found
-        # Every rank holds the same blob: all refuse (or accept) alike, before any work.
-        bad = nonfinite_tensors(checkpoint_tensors(blob, self._optimizer_param_names()))
-        if bad and not self.allow_nonfinite_resume:
-            raise UserError(
-                f"--resume: {path} holds non-finite values (NaN or inf) in {_tensor_list(bad)}; training on from "
-                "it cannot recover. Resume from an earlier run or checkpoint, start afresh with a lower "
-                "optim.lr, or pass --resume-allow-nonfinite to load it anyway"
-            )
-        if bad:
-            if state.is_main:
-                print(f"warning: --resume-allow-nonfinite: {path} holds non-finite values in {_tensor_list(bad)}; "
-                      "loading it anyway (it is not counted as a good checkpoint)", file=sys.stderr)
-        else:
-            state.scratch["engine/last_checkpoint"] = str(path)
+        blob, finite = shared_resume_checkpoint(self.state, found, allow_nonfinite=self.allow_nonfinite_resume)
+        if blob is not None and finite:
             self._state_checked_at = int(blob["step"])
-        if state.is_main:
-            print(f"resuming from {path} (step {blob['step']})", file=sys.stderr)
         return blob
 
     # ------------------------------------------------------- finite state
-    def _optimizer_param_names(self) -> list[str]:
-        """The model's parameter names in the optimizer's order (its state dict numbers them so)."""
-        state = self.state
-        names = {param: name for name, param in state.model.named_parameters()}
-        return [names.get(p, f"param{i}") for i, p in
-                enumerate(p for group in state.optimizer.param_groups for p in group["params"])]
-
     def _check_state(self) -> None:
         """Stop (TrainingStopped) when a parameter, buffer (BatchNorm statistics), optimizer or task state
         tensor holds a NaN or an infinity. Called before every checkpoint and evaluation and at the end of
@@ -307,7 +272,7 @@ class Trainer:
         since = (f"finite at the previous check, step {self._state_checked_at}"
                  if self._state_checked_at is not None else "first check of this run")
         raise TrainingStopped(
-            f"non-finite model state at step {state.step}: NaN or inf in {_tensor_list(bad)} ({since}); "
+            f"non-finite model state at step {state.step}: NaN or inf in {tensor_list(bad)} ({since}); "
             f"last good checkpoint: {last or 'none written'}; {_divergence_hint(self.config)}",
             step=state.step,
             checkpoint=last,
@@ -567,12 +532,6 @@ class Trainer:
                 self.hooks.hasten_log(state=state, metrics=merged, step=state.step - 1)
                 if self._record is not None:
                     self._record["logged"].setdefault(state.step - 1, {}).update(merged)
-
-
-def _tensor_list(names: list[str], shown: int = 3) -> str:
-    """``a, b, c and 8 more tensors``: the first few names of a long list."""
-    more = len(names) - shown
-    return ", ".join(names[:shown]) + (f" and {more} more tensor{'s' if more > 1 else ''}" if more > 0 else "")
 
 
 def _divergence_hint(config: Config) -> str:
