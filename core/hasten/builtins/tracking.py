@@ -33,6 +33,10 @@ The MLflow run id is kept in the checkpoints (``hasten_state_dict``) and in
 MLflow run. The metric rows are those the built-in run record
 (:mod:`hasten.builtins.record`) writes to ``RUN_DIR/metrics.jsonl`` (with or
 without tracking); the plots of a resumed run read the earlier ones from there.
+
+This module is the hook plugin; the queue that talks to MLflow and the
+fallback file are :mod:`hasten.builtins.mlflow_sender`, and ``hasten sync``
+is :mod:`hasten.commands.sync`.
 """
 
 from __future__ import annotations
