@@ -289,3 +289,19 @@ def test_resumed_run_keeps_one_row_per_step(tmp_path: Path) -> None:
     assert elapsed == sorted(elapsed)  # summed over the resume
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 6 and summary["finished"] is True
+
+
+# ---- optimizers: a catalog like the others --------------------------------------------------------
+
+def test_optimizers_are_a_registry_catalog_listed_and_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert REGISTRY.optimizers.names() == ["adamw", "sgd"]
+    code, out, _ = run_cli(["components", "--json"], capsys)
+    assert code == 0 and [row["name"] for row in json.loads(out)["optimizers"]] == ["adamw", "sgd"]
+    config = write_config(tmp_path, optim={"name": "sgdd"})
+    for command in (["train", config], ["config", config]):
+        code, _, err = run_cli(command, capsys)
+        assert code == 2 and "Traceback" not in err
+        assert "optim.name: unknown optimizer 'sgdd' (did you mean 'sgd'?); allowed: adamw, sgd" in err
+    assert not (tmp_path / "run").exists()  # refused before any work

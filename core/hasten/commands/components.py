@@ -37,6 +37,12 @@ def discover_components(registry: Registry | None = None) -> tuple[Registry, lis
     return found, problems
 
 
+def check_optimizer_name(config: Any) -> None:
+    """Refuse an unknown ``optim.name`` (the core's and installed plugins' optimizers) before any work:
+    for commands that read configs without building a run first (``hasten config``, ``hasten sweep``)."""
+    discover_components()[0].optimizers.get(config.optim.name, key="optim.name")
+
+
 def component_rows(registry: Registry) -> dict[str, list[dict[str, Any]]]:
     """kind -> one row per component: name, distribution, summary, options (name, type, default, description)."""
     return {

@@ -18,10 +18,12 @@ def resolved_config_yaml(path: str, overrides: list[str]) -> str:
     settings validated and completed by each plugin's ``Settings`` (YAML)."""
     import yaml
 
+    from hasten.commands.components import check_optimizer_name
     from hasten.config import load_config
     from hasten.plugins import validate_plugin_settings
 
     config = load_config(path, overrides)
+    check_optimizer_name(config)
     data = config.model_dump(mode="json")
     for plugin_class, settings in validate_plugin_settings(config):
         data["plugins"][plugin_class.name] = settings.model_dump(mode="json")
