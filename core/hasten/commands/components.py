@@ -1,4 +1,4 @@
-"""``hasten components [--json]``: every dataset, model, task and schedule with its options.
+"""``hasten components [--json]``: every dataset, model, task, schedule and optimizer with its options.
 
 The core's components and those every installed plugin registers (its
 ``hasten_register`` is called on a copy of the registry, with no settings:
