@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import yaml
 from common import REPO, RESULTS_DIR, SMOKE_DIR, ensure_plugins, shared_datasets, write_section
 
-from hasten.builtins import sweep
+from hasten.commands import sweep
 
 PLUGINS = ("selection", "cooldown", "f1clr", "progressive")
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)

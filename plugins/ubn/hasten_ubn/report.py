@@ -26,7 +26,7 @@ def model_inputs(dataset: Any, info: Any, resolution: int, batch_size: int, limi
     for start in range(0, min(limit, len(dataset)), batch_size):
         rows = list(range(start, min(start + batch_size, limit, len(dataset))))
         images = dataset.__getitems__(rows)[0]
-        yield images.float() if images.dim() != 4 else eval_batch(images, resolution, info.mean, info.std)
+        yield eval_batch(images, resolution, info.mean, info.std)
 
 
 def report(
