@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -64,6 +65,7 @@ from hasten.builtins.mlflow_sender import (
     SYNCED_FILE,
     Op,
     Sender,
+    _quiet_store_migrations,
     _use_fast_failing_http,
     resolve_uri,
     ui_hint,
