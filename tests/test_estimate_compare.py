@@ -76,6 +76,8 @@ def test_estimate_matches_the_flops_real_runs_log(tmp_path: Path, two_stage, cap
     report = json.loads(capsys.readouterr().out)
     planned, baseline = report["config"], report["baseline"]
     assert planned["steps"] == baseline["steps"] == steps
+    # the loader's work: one batch per step (no plugin here asks for a candidate batch)
+    assert planned["samples_loaded"] == baseline["samples_loaded"] == steps * baseline["batch_size"]
     assert [(p["first_step"], p["last_step"], p["resolution"]) for p in planned["phases"]] == [(0, 3, 8), (4, 7, 16)]
     assert [p["resolution"] for p in baseline["phases"]] == [16]
     assert planned["overhead"] == {"two_stage_resolution": pytest.approx(1000.0 * 16 * steps)}

@@ -58,6 +58,8 @@ class Plan:
     batch_size: int
     max_resolution: int
     train_flops: float = 0.0
+    #: samples the training stream delivers (candidate batches included): the loader's work
+    samples_loaded: int = 0
     overhead: dict[str, float] = field(default_factory=dict)
     phases: list[Phase] = field(default_factory=list)
     #: each step's resolution
@@ -81,6 +83,7 @@ class Plan:
             "train_flops": self.train_flops,
             "overhead_flops": self.overhead_flops,
             "total_flops": self.total_flops,
+            "samples_loaded": self.samples_loaded,
             "overhead": dict(self.overhead),
             "phases": [p.as_dict() for p in self.phases],
         }
@@ -140,6 +143,7 @@ def _walk(trainer: Any) -> Plan:
                 result.overhead[name] = result.overhead.get(name, 0.0) + float(value) * world
                 overhead += float(value) * world
         result.train_flops += train
+        result.samples_loaded += int(delivered if delivered is not None else state.batch_size) * world
         if phase is None or phase.resolution != resolution:
             phase = Phase(step, step, resolution)
             result.phases.append(phase)
