@@ -310,11 +310,11 @@ def estimate_gpu_short(dataset: str, entries: list[sweep.SweepConfig], items: Pl
                        quick: bool) -> tuple[float, float]:
     """Print the planned FLOPs, samples loaded and estimated seconds of ``items``; (total FLOPs, seconds).
 
-    FLOPs come from ``hasten estimate``'s walk (hasten.builtins.estimate.plan), on a copy of each config with
+    FLOPs come from ``hasten estimate``'s walk (hasten.commands.estimate.plan), on a copy of each config with
     the device and loader set to the CPU (they change no FLOPs, and the walk then builds anywhere); the
     seconds from the time model above (GPU_MACS_PER_S and the lines below it).
     """
-    from hasten.builtins import estimate
+    from hasten.commands import estimate
 
     found, _ = locate(dataset)
     val_images = 256 if quick or found is None else images_in(found, GPU_SHORT[dataset], "val")
