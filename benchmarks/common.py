@@ -4,8 +4,8 @@ Three parts, used by every script in ``benchmarks/``:
 
 * :func:`run_recipes` trains named recipes (config dicts or files, plus
   ``--set`` overrides) for several seeds through ``hasten compare``'s
-  machinery (:func:`hasten.builtins.compare.train_for_compare` trains with
-  MLflow tracking on, :func:`~hasten.builtins.compare.read_run` reads the
+  machinery (:func:`hasten.commands.compare.train_for_compare` trains with
+  MLflow tracking on, :func:`~hasten.commands.compare.read_run` reads the
   metric-vs-cost curve back). The curves are corrected for *evaluation*
   cost: ``flops/total`` and ``time/elapsed`` include every evaluation so far
   (the SSL kNN feature pass is an overhead of the accountant), which is a
@@ -59,7 +59,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 import torch  # noqa: E402
 
-from hasten.builtins.sweep import EVAL_FLOPS, EVAL_SECONDS, EvalClock  # noqa: E402
+from hasten.commands.sweep import EVAL_FLOPS, EVAL_SECONDS, EvalClock  # noqa: E402
 from hasten.plugins import installed_plugins, register_plugin  # noqa: E402
 
 SMOKE_MARK = "(smoke run, not a measurement)"
@@ -126,7 +126,7 @@ class Recipe:
 class RecipeRuns:
     recipe: Recipe
     seeds: list[int]
-    runs: list[Any]  # hasten.builtins.compare.RunCost, curves corrected for evaluation cost
+    runs: list[Any]  # hasten.commands.compare.RunCost, curves corrected for evaluation cost
 
 
 def _config_file(recipe: Recipe, config_dir: Path) -> Path:
@@ -145,7 +145,7 @@ def _config_file(recipe: Recipe, config_dir: Path) -> Path:
 
 
 def _cumulative(client: Any, run_id: str, key: str) -> dict[int, float]:
-    from hasten.builtins.compare import _by_step
+    from hasten.commands.compare import _by_step
 
     return _by_step(client.get_metric_history(run_id, key))
 
@@ -191,7 +191,7 @@ def run_recipes(
     Runs go to ``workdir/runs``, MLflow to ``sqlite:///workdir/mlflow.db``,
     the recipes' resolved configs to ``workdir/configs``.
     """
-    from hasten.builtins.compare import read_run, train_for_compare
+    from hasten.commands.compare import read_run, train_for_compare
 
     ensure_plugins(plugins)
     if "eval_clock" not in installed_plugins():
@@ -287,7 +287,7 @@ def summarize(results: dict[str, RecipeRuns], higher_is_better: bool = True) -> 
 
 
 def _flops(value: float) -> str:
-    from hasten.builtins.estimate import _flops as format_flops
+    from hasten.commands.estimate import _flops as format_flops
 
     return "not reached" if not math.isfinite(value) else format_flops(value).strip()
 

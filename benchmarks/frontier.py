@@ -4,6 +4,7 @@
     nice python benchmarks/frontier.py --seeds 3                (everything not done yet; hours on 2 cores)
     python benchmarks/frontier.py --report                      (tables from the stored records only)
     python benchmarks/frontier.py --quick                       (tiny sizes on the embedded data: checks the script)
+    python benchmarks/frontier.py --scale gpu-short [--plan]    (suite in < 8 min on one H200: gpu_short.sh)
 
 The uniform (fully annealed cosine) baseline is trained at several budgets of
 a length where it is near its plateau (doubling the budget adds under one
@@ -25,6 +26,11 @@ Every (recipe, budget, seed) result is a JSON record under
 every run that has one, so the study spans sessions. Runs are ordered
 seed-major: per seed both baselines' frontiers, then every technique.
 The run folders and MLflow database beside the records are not committed.
+
+``--scale gpu-short`` runs the same recipes on one CUDA GPU (bf16, channels-last, the DALI GPU pipeline),
+Imagenette at 64 px, one seed by default, sized from ``hasten estimate``'s FLOPs and a stated time model
+to take under 8 minutes on an H200; records under ``benchmarks/results/frontier-gpu-short/<dataset>/``.
+``--plan`` prints the planned FLOPs and the estimated minutes.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import yaml
 from common import REPO, RESULTS_DIR, SMOKE_DIR, ensure_plugins, shared_datasets, write_section
 
-from hasten.builtins import sweep
+from hasten.commands import sweep
 
 PLUGINS = ("selection", "cooldown", "f1clr", "progressive")
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
@@ -60,6 +66,44 @@ SCALES: dict[str, dict[str, Any]] = {
                       "budgets": (0.125, 0.25, 0.5, 0.75, 1.0)},
 }
 QUICK = {"resolution": 16, "batch": 32, "steps": 24, "width": 4, "train_samples": 512}
+
+#: the gpu-short scale: the supervised suite in under 8 minutes on one H200-class GPU (benchmarks/README.md).
+#: The CPU scale's model 3x wider at twice the resolution, its stem at stride 2: the feature maps keep the CPU
+#: scale's sizes (32 px -> 32x32 after the stem). Imagenette only: Fashion-MNIST is skipped at this scale (its
+#: IDX arrays are in memory, so there is no decoding for the DALI GPU pipeline to take over, and the 8 minutes
+#: go to one dataset).
+GPU_SHORT: dict[str, dict[str, Any]] = {
+    "imagenette": {"resolution": 64, "channels": 3, "batch": 512, "epochs": 20, "train_samples": None,
+                   "width": 48, "model_options": {"width": 48, "stem_stride": 2},
+                   # square-root scaling of the CPU scale's 0.1 at batch 128 (linear would be 0.4, and the
+                   # cosine baseline has no warm-up)
+                   "lr": 0.2, "selection_resolution": 28, "sp_min": 32, "sp_step": 8, "proxy_width": 12,
+                   "budgets": (0.125, 0.25, 0.5, 0.75, 1.0)},
+}
+SCALE_SETTINGS = {"converged": SCALES, "gpu-short": GPU_SHORT}
+GPU_RUN = {"device": "cuda", "precision": "bf16", "channels_last": True}
+GPU_DATA = {"loader": "dali", "dali_device": "gpu", "num_workers": 12}  # DALI threads; 16 cores, 4 for the trainer
+GPU_THREADS = 4
+GPU_EVAL_BATCH = 1024
+GPU_LIMIT_S = 8 * 60
+
+# The time model of `--scale gpu-short --plan` (assumptions, not measurements):
+#  * compute: 20e12 multiply-adds/s sustained (hasten counts fvcore multiply-adds; a training step is 3x the
+#    forward). Reference: the cifar10-airbench README (github.com/KellerJordan/cifar10-airbench) times the
+#    standard CIFAR-10 ResNet-18 training (96.0%) at 7 min for 32.3 PFLOPs on a 400 W A100, i.e. 77 TFLOP/s
+#    = 38e12 multiply-adds/s, and airbench94 at 0.36 PFLOPs in 3.83 s (94 TFLOP/s) with a hand-tuned loop.
+#    We assume about half the ResNet-18 figure and no credit for the H200's ~3x higher bf16 peak: convnets
+#    this small are bound by memory traffic and kernel launches, and hasten runs eager PyTorch with hooks
+#    each step (no torch.compile). 30-40% of the ~990 TFLOP/s dense bf16 peak is not reachable here.
+#  * loading: 25,000 images/s through the DALI GPU pipeline (nvJPEG decode of 128 px JPEGs, resize, crop,
+#    flip), not overlapped with compute (the pipeline runs one iteration at a time, on torch's stream);
+#    benchmarks/loader_throughput.py measures the real figure.
+#  * per step 5 ms of Python, hooks and launches; per run 10 s (build, fvcore counting per resolution,
+#    cuDNN autotuning, the DALI pipeline, decoding the validation images once, MLflow) plus evaluation.
+GPU_MACS_PER_S = 20e12
+GPU_LOADER_IMAGES_PER_S = 25_000
+GPU_STEP_OVERHEAD_S = 0.005
+GPU_RUN_OVERHEAD_S = 10.0
 
 
 def locate(dataset: str) -> tuple[dict[str, Any] | None, str]:
@@ -85,16 +129,21 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def images_in(data: dict[str, Any], scale: dict[str, Any]) -> int:
-    if scale.get("train_samples"):
+def images_in(data: dict[str, Any], scale: dict[str, Any], split: str = "train") -> int:
+    if scale.get("train_samples") and split == "train":
         return int(scale["train_samples"])
     root = REPO / data["path"]
-    return sum(1 for p in (root / "train").rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    return sum(1 for p in (root / split).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 
 
-def recipes(dataset: str, quick: bool, threads: int) -> tuple[dict[str, dict[str, Any]], int] | None:
-    """label -> config dict (the baseline first) and the baseline's length in steps; None if data absent."""
-    s = SCALES[dataset]
+def recipes(dataset: str, quick: bool, threads: int,
+            scale: str = "converged") -> tuple[dict[str, dict[str, Any]], int] | None:
+    """label -> config dict (the baseline first) and the baseline's length in steps; None if data absent.
+
+    ``scale`` "gpu-short" adds the GPU settings (CUDA, bf16, channels-last, the DALI GPU pipeline) to the
+    same recipes; the converged scale's configs are left exactly as they are (their records keep matching).
+    """
+    s = SCALE_SETTINGS[scale][dataset]
     if quick:
         data: dict[str, Any] = {"dataset": "procedural", "options": {"train_size": 1024, "val_size": 256}}
         res, batch, width, steps = QUICK["resolution"], QUICK["batch"], QUICK["width"], QUICK["steps"]
@@ -122,6 +171,13 @@ def recipes(dataset: str, quick: bool, threads: int) -> tuple[dict[str, dict[str
         "eval": {"every_steps": every, "batch_size": 512, "train_subset": 1024},
         "tracking": {"artifacts": False},
     }
+    gpu = scale == "gpu-short"
+    if gpu:
+        base["run"].update(GPU_RUN)
+        base["data"].update(GPU_DATA)
+        base["eval"]["batch_size"] = GPU_EVAL_BATCH
+        if not quick:
+            base["model"]["options"] = dict(s["model_options"])
     # Techniques' settings are in steps of the *shortened* runs where the research states them so
     # (selection's uniform warm-up 3%); the sweep shortens max_steps, so fractions are used where offered.
     selection = {"beta": 1.0, "candidate_ratio": 2.0, "selection_resolution": sel_res,
@@ -140,6 +196,12 @@ def recipes(dataset: str, quick: bool, threads: int) -> tuple[dict[str, dict[str
     return {
         "uniform": base,
         "selection + cool-down": plus(selection=selection, cooldown=cooldown),
+        # beyond the research: scored at 3/4 of the training side with batch statistics, since
+        # benchmarks/scoring_fidelity.py measured the default r_hat (~0.43 of the side, eval mode) ranking
+        # samples almost unlike the training loss (Spearman 0.32 on Fashion-MNIST; 0.81 at 20 px, train mode)
+        "selection (3/4-res train-mode score) + cool-down": plus(
+            selection={**selection, "selection_resolution": 4 * round(0.75 * res / 4), "scoring_mode": "train_restore"},
+            cooldown=cooldown),
         "selection, no cool-down": plus(selection=selection),
         "greedy + cool-down": plus(selection={**selection, "strategy": "greedy"}, cooldown=cooldown),
         "super-progressive + F1-CLR": plus(progressive=progressive, f1clr=f1clr),
@@ -147,13 +209,15 @@ def recipes(dataset: str, quick: bool, threads: int) -> tuple[dict[str, dict[str
                                                               f1clr=f1clr),
         # hasten-selection's scoring variants beyond the research (plugins/selection/README.md)
         "selection (loss memory) + cool-down": plus(selection={**selection, "scoring": "memory"}, cooldown=cooldown),
-        "selection (proxy) + cool-down": plus(selection={**selection, "scoring": "proxy", "proxy_width": 4},
+        "selection (proxy) + cool-down": plus(selection={**selection, "scoring": "proxy",
+                                                         "proxy_width": s["proxy_width"] if gpu and not quick else 4},
                                               cooldown=cooldown),
     }, steps
 
 
-def entries_for(dataset: str, out: Path, quick: bool, threads: int) -> list[sweep.SweepConfig] | None:
-    found = recipes(dataset, quick, threads)
+def entries_for(dataset: str, out: Path, quick: bool, threads: int,
+                scale: str = "converged") -> list[sweep.SweepConfig] | None:
+    found = recipes(dataset, quick, threads, scale)
     if found is None:
         return None
     configs, _ = found
@@ -173,9 +237,9 @@ def entries_for(dataset: str, out: Path, quick: bool, threads: int) -> list[swee
 Plan = list[tuple[sweep.SweepConfig, float, int]]
 
 
-def baseline_plan(dataset: str, entries: list[sweep.SweepConfig], seed: int) -> Plan:
+def baseline_plan(dataset: str, entries: list[sweep.SweepConfig], seed: int, scale: str = "converged") -> Plan:
     """One seed of a dataset's baseline frontier."""
-    return [(entries[0], b, seed) for b in SCALES[dataset]["budgets"]]
+    return [(entries[0], b, seed) for b in SCALE_SETTINGS[scale][dataset]["budgets"]]
 
 
 def techniques_plan(entries: list[sweep.SweepConfig], seed: int) -> Plan:
@@ -198,14 +262,16 @@ def plateau_text(records: list[sweep.SweepRecord], baseline: str, metric: str) -
                             else "NOT converged by the criterion (< 1 point and trainset/acc1 >= 0.9)."))
 
 
-def report(dataset: str, entries: list[sweep.SweepConfig], out: Path, quick: bool, seeds: int) -> None:
+def report(dataset: str, entries: list[sweep.SweepConfig], out: Path, quick: bool, seeds: int,
+           scale: str = "converged") -> None:
     # By label and length, not by hash: a record stays this study's when a later hasten version hashes
     # configs differently; a record of another length under the same label (an earlier scale) is left out.
+    s = SCALE_SETTINGS[scale][dataset]
     planned_steps = {(e.label, b): sweep.with_budget(e.config, b).run.max_steps
-                     for e in entries for b in (SCALES[dataset]["budgets"] if e is entries[0] else SHORT_BUDGETS)}
+                     for e in entries for b in (s["budgets"] if e is entries[0] else SHORT_BUDGETS)}
     if quick:
         planned_steps = {(e.label, b): sweep.with_budget(e.config, b).run.max_steps
-                         for e in entries for b in (*SCALES[dataset]["budgets"], *SHORT_BUDGETS)}
+                         for e in entries for b in (*s["budgets"], *SHORT_BUDGETS)}
     records = [r for r in sweep.read_records(out) if planned_steps.get((r.label, r.budget)) == r.steps]
     if not records:
         print(f"{dataset}: no records yet")
@@ -216,20 +282,22 @@ def report(dataset: str, entries: list[sweep.SweepConfig], out: Path, quick: boo
     rows = sweep.frontier_rows(records)
     table = sweep.markdown(rows, records, metric, entries[0].label)
     plot = sweep.write_plot(rows, metric, out / "frontier.png", f"{dataset}: {metric} vs training FLOPs")
-    planned = len(SCALES[dataset]["budgets"]) + len(SHORT_BUDGETS) * (len(entries) - 1)
+    planned = len(s["budgets"]) + len(SHORT_BUDGETS) * (len(entries) - 1)
     done_seeds = sorted({r.seed for r in records})
     commits = sorted({r.code_commit for r in records if r.code_commit})
-    s = SCALES[dataset]
-    sizes = (f"small_resnet width {s['width']}, {s['resolution']} px, batch {s['batch']}, baseline length "
+    model = ", ".join(f"{k} {v}" for k, v in s.get("model_options", {"width": s["width"]}).items())
+    gpu = (f"; CUDA, bf16, channels-last, DALI GPU pipeline ({GPU_DATA['num_workers']} threads)"
+           if scale == "gpu-short" else "")
+    sizes = (f"small_resnet {model}, {s['resolution']} px, batch {s['batch']}, baseline length "
              f"{entries[0].config.run.max_steps} steps ({s['epochs']} epochs"
              + (f" of a fixed {s['train_samples']}-image training subset" if s["train_samples"] else "")
              + f"), SGD lr {s['lr']} nesterov, cosine to 0; baseline budgets "
              f"{', '.join(f'{b:g}' for b in s['budgets'])}; techniques at "
              f"{', '.join(f'{b:.3g}' for b in SHORT_BUDGETS)}; selection at {s['selection_resolution']} px, "
              f"beta 1, 2x candidates, cool-down 10%; super-progressive {s['sp_min']}->{s['resolution']} px in steps of "
-             f"{s['sp_step']}; F1-CLR peak = the baseline's lr, warm-up 10%")
+             f"{s['sp_step']}; F1-CLR peak = the baseline's lr, warm-up 10%{gpu}")
     body = "\n".join([
-        f"Scale: {'quick (smoke)' if quick else 'converged'}: {sizes}.",
+        f"Scale: {'quick (smoke) of ' if quick else ''}{scale}: {sizes}.",
         "",
         f"Held: {len(records)} of {planned * seeds} planned runs ({planned} per seed x {seeds} seeds); seeds with "
         f"results: {', '.join(map(str, done_seeds))}. Each row says how many seeds it holds.",
@@ -239,48 +307,112 @@ def report(dataset: str, entries: list[sweep.SweepConfig], out: Path, quick: boo
         "",
         table,
     ])
-    write_section(f"frontier/{dataset}", f"Supervised frontier at the converged scale: {dataset}", body,
+    section = "frontier" if scale == "converged" else f"frontier-{scale}"
+    write_section(f"{section}/{dataset}", f"Supervised frontier at the {scale} scale: {dataset}", body,
                   quick=quick, plot=plot)
+
+
+def estimate_gpu_short(dataset: str, entries: list[sweep.SweepConfig], items: Plan,
+                       quick: bool) -> tuple[float, float]:
+    """Print the planned FLOPs, samples loaded and estimated seconds of ``items``; (total FLOPs, seconds).
+
+    FLOPs come from ``hasten estimate``'s walk (hasten.commands.estimate.plan), on a copy of each config with
+    the device and loader set to the CPU (they change no FLOPs, and the walk then builds anywhere); the
+    seconds from the time model above (GPU_MACS_PER_S and the lines below it).
+    """
+    from hasten.commands import estimate
+
+    found, _ = locate(dataset)
+    val_images = 256 if quick or found is None else images_in(found, GPU_SHORT[dataset], "val")
+    total_flops = total_s = 0.0
+    print(f"\n{dataset}: planned cost at the gpu-short scale (time model: {GPU_MACS_PER_S / 1e12:g}e12 "
+          f"multiply-adds/s, {GPU_LOADER_IMAGES_PER_S} images/s loaded, {1000 * GPU_STEP_OVERHEAD_S:g} ms/step, "
+          f"{GPU_RUN_OVERHEAD_S:g} s/run)")
+    print(f"  {'run':56s}{'steps':>7}{'FLOPs (MACs)':>14}{'loaded':>10}{'est. s':>8}")
+    for entry, budget, seed in items:
+        config = sweep.with_budget(entry.config, budget)
+        config.run.device, config.run.precision, config.run.channels_last = "cpu", "fp32", False
+        config.data.loader, config.data.num_workers = "torch", 0
+        with estimate._dry_config(config, without_plugins=False) as dry:
+            planned = estimate.plan(dry)
+        evals = planned.steps // config.eval.every_steps + 1
+        forward = planned.phases[-1].train_flops / (3 * planned.batch_size * planned.phases[-1].steps)
+        eval_flops = evals * (val_images + (config.eval.train_subset or 0)) * forward
+        seconds = ((planned.total_flops + eval_flops) / GPU_MACS_PER_S
+                   + planned.samples_loaded / GPU_LOADER_IMAGES_PER_S
+                   + planned.steps * GPU_STEP_OVERHEAD_S + GPU_RUN_OVERHEAD_S)
+        total_flops += planned.total_flops
+        total_s += seconds
+        print(f"  {f'{entry.label} b{budget:.3g} s{seed}':56s}{planned.steps:>7}{planned.total_flops:>14.3e}"
+              f"{planned.samples_loaded:>10}{seconds:>8.1f}")
+    print(f"  total: {total_flops:.3e} training FLOPs (multiply-adds, overhead included), "
+          f"estimated {total_s / 60:.1f} min (limit {GPU_LIMIT_S / 60:g} min)")
+    return total_flops, total_s
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=("imagenette", "fashion_mnist", "all"), default="all")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="run.threads of every run (1 for background runs)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per run (default 3; gpu-short: 1)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help=f"run.threads of every run (default 1 for background runs; gpu-short: {GPU_THREADS})")
+    parser.add_argument("--scale", choices=tuple(SCALE_SETTINGS), default="converged",
+                        help="converged: the CPU study (hours on 2 cores); gpu-short: the supervised suite in under "
+                        "8 minutes on one H200-class GPU (Imagenette; records under results/frontier-gpu-short/)")
     parser.add_argument("--plan", action="store_true", help="list the planned runs and which are done; train nothing")
     parser.add_argument("--report", action="store_true", help="write the tables from the stored records; train nothing")
     parser.add_argument("--quick", action="store_true", help="tiny sizes on the embedded data (smoke check)")
     args = parser.parse_args()
+    if args.seeds is None:
+        args.seeds = 1 if args.scale == "gpu-short" else 3
     if args.seeds < 1:
         parser.error("--seeds: at least 1")
+    scale = args.scale
+    threads = args.threads or (GPU_THREADS if scale == "gpu-short" else 1)
+    if scale == "gpu-short" and not (args.plan or args.report):
+        import torch
+
+        if not torch.cuda.is_available():
+            print("--scale gpu-short: needs a CUDA GPU, and torch sees none here; `--plan` lists the runs and "
+                  "the estimate on any machine", file=sys.stderr)
+            return 2
     ensure_plugins(PLUGINS)
     datasets = ("imagenette", "fashion_mnist") if args.dataset == "all" else (args.dataset,)
-    root = (SMOKE_DIR / "frontier") if args.quick else (RESULTS_DIR / "frontier")
+    folder = "frontier" if scale == "converged" else f"frontier-{scale}"
+    root = (SMOKE_DIR / folder) if args.quick else (RESULTS_DIR / folder)
     studies = {}
     for dataset in datasets:
+        if dataset not in SCALE_SETTINGS[scale]:
+            print(f"skipped {dataset}: not part of the {scale} scale (see benchmarks/README.md)", flush=True)
+            continue
         out = root / dataset
-        entries = entries_for(dataset, out, args.quick, args.threads)
+        entries = entries_for(dataset, out, args.quick, threads, scale)
         if entries is not None:
             studies[dataset] = (entries, out)
+    planned_items: dict[str, Plan] = {}
     if not args.report:
         # per seed: both baselines' frontiers (and plateau checks) first, then the techniques
         steps = [(seed, dataset, part) for seed in range(args.seeds) for part in ("baseline", "techniques")
                  for dataset in studies]
         for seed, dataset, part in steps:
             entries, out = studies[dataset]
-            items = baseline_plan(dataset, entries, seed) if part == "baseline" else techniques_plan(entries, seed)
+            items = (baseline_plan(dataset, entries, seed, scale) if part == "baseline"
+                     else techniques_plan(entries, seed))
             if args.plan:
+                planned_items.setdefault(dataset, []).extend(items)
                 for entry, budget, s in items:
                     done = sweep.record_path(out, entry.label, entry.config_hash, budget, s).is_file()
                     print(f"{dataset:14s} seed {s} {entry.label:48s} budget {budget:.3g}: "
                           f"{'done' if done else 'to do'}")
                 continue
             sweep.run_plan(items, out)
-            report(dataset, entries, out, args.quick, args.seeds)
+            report(dataset, entries, out, args.quick, args.seeds, scale)
+    if args.plan and scale == "gpu-short":
+        for dataset, items in planned_items.items():
+            estimate_gpu_short(dataset, studies[dataset][0], items, args.quick)
     if not args.plan:
         for dataset, (entries, out) in studies.items():
-            report(dataset, entries, out, args.quick, args.seeds)
+            report(dataset, entries, out, args.quick, args.seeds, scale)
     return 0
 
 

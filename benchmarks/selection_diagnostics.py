@@ -40,11 +40,8 @@ KEYS = (
 
 def trajectory(metrics_file: Path) -> dict[str, Any] | None:
     """Ten evenly spaced points of a run's selection diagnostics (None: the run logged none)."""
-    rows = []
-    for line in metrics_file.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        if row["metrics"].get("selection/active") == 1.0:
-            rows.append(row)
+    every = [json.loads(line) for line in metrics_file.read_text(encoding="utf-8").splitlines()]
+    rows = [row for row in every if row["metrics"].get("selection/active") == 1.0]
     if not rows:
         return None
     config = metrics_file.parent / "config.yaml"  # the run record's resolved config: the run's length
@@ -54,7 +51,7 @@ def trajectory(metrics_file: Path) -> dict[str, Any] | None:
     import yaml
 
     total = int(yaml.safe_load(config.read_text(encoding="utf-8"))["run"]["max_steps"])
-    last = rows[-1]["step"] + 1
+    last = every[-1]["step"] + 1  # the last logged step (cool-down's tail logs no selection diagnostics)
     points = []
     for k in range(1, POINTS + 1):
         target = k * total / POINTS - 1

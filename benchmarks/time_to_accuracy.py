@@ -358,8 +358,8 @@ def _probe_rate(config: dict[str, Any], steps: int, threads: int | None) -> floa
 
 def plan(suites: list[Suite], seeds: int, probe_steps: int, threads: int | None, probe: bool = True) -> float:
     """Print recipes x seeds x estimated minutes; return the estimated total hours (nan without ``probe``)."""
-    from hasten.builtins.estimate import _dry_config
-    from hasten.builtins.estimate import plan as plan_flops
+    from hasten.commands.estimate import _dry_config
+    from hasten.commands.estimate import plan as plan_flops
     from hasten.config import validate_config
 
     total = 0.0

@@ -54,7 +54,7 @@ import yaml
 from common import RESULTS_DIR, SMOKE_DIR, ensure_plugins, write_section
 from frontier import _relative, locate
 
-from hasten.builtins import sweep
+from hasten.commands import sweep
 from hasten.errors import TrainingStopped, UserError
 
 FRACTIONS = (0.05, 0.1, 0.25)
@@ -184,7 +184,7 @@ def plan_items(studies: dict[str, tuple[dict[Any, sweep.SweepConfig], Path]], se
 # ------------------------------------------------------------------ cost estimate
 def estimated_seconds(entry: sweep.SweepConfig, budget: float, out: Path, rate: float) -> float:
     """CPU seconds of one run: `hasten estimate`'s FLOPs at the assumed throughput (cached in out/estimates.json)."""
-    from hasten.builtins.estimate import estimate
+    from hasten.commands.estimate import estimate
 
     cache_file = out / "estimates.json"
     cache = json.loads(cache_file.read_text(encoding="utf-8")) if cache_file.is_file() else {}

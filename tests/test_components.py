@@ -15,7 +15,8 @@ import yaml
 from pydantic import Field
 
 import hasten
-from hasten.cli import config_schema, main
+from hasten.cli import main
+from hasten.commands.schema import config_schema
 from hasten.config import validate_config
 from hasten.data.datasets import TensorImageDataset
 from hasten.engine import Trainer, train
@@ -89,7 +90,7 @@ def test_components_receive_their_validated_options() -> None:
 
 def test_every_core_component_declares_described_options_with_defaults() -> None:
     for kind, catalog in REGISTRY.catalogs().items():
-        if kind == "schedules":
+        if kind in ("schedules", "optimizers"):  # no options of their own: their config section's apply
             continue
         for component in catalog.components():
             assert component.options is not None, f"{kind} {component.name}"
@@ -288,3 +289,19 @@ def test_resumed_run_keeps_one_row_per_step(tmp_path: Path) -> None:
     assert elapsed == sorted(elapsed)  # summed over the resume
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 6 and summary["finished"] is True
+
+
+# ---- optimizers: a catalog like the others --------------------------------------------------------
+
+def test_optimizers_are_a_registry_catalog_listed_and_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert REGISTRY.optimizers.names() == ["adamw", "sgd"]
+    code, out, _ = run_cli(["components", "--json"], capsys)
+    assert code == 0 and [row["name"] for row in json.loads(out)["optimizers"]] == ["adamw", "sgd"]
+    config = write_config(tmp_path, optim={"name": "sgdd"})
+    for command in (["train", config], ["config", config]):
+        code, _, err = run_cli(command, capsys)
+        assert code == 2 and "Traceback" not in err
+        assert "optim.name: unknown optimizer 'sgdd' (did you mean 'sgd'?); allowed: adamw, sgd" in err
+    assert not (tmp_path / "run").exists()  # refused before any work

@@ -298,7 +298,7 @@ def test_extra_targets_loss_is_the_mean_of_all_terms(method):
 
 # ---------------------------------------------------------------- linear probe
 def test_linear_layer_separates_separable_features():
-    from hasten.builtins.linear_probe import train_linear
+    from hasten.commands.linear_probe import train_linear
 
     generator = torch.Generator().manual_seed(0)
     centres = torch.randn(4, 16, generator=generator) * 3

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from hasten.builtins import sweep
 from hasten.cli import main
+from hasten.commands import sweep
 from hasten.config import validate_config
 from hasten.testing import tiny_config_dict
 

@@ -28,6 +28,7 @@ except PackageNotFoundError:  # running from a source tree
 # Built-in components register themselves on import.
 from hasten import data as _data  # noqa: F401
 from hasten import models as _models  # noqa: F401
+from hasten import optim as _optim  # noqa: F401
 from hasten import schedules as _schedules  # noqa: F401
 from hasten import tasks as _tasks  # noqa: F401
 from hasten.engine import RunResult, Trainer, train

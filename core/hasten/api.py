@@ -10,11 +10,13 @@ API") describes the surface.
 * Writing a plugin: :class:`Plugin`, :data:`hookimpl`, :func:`register_plugin`,
   :class:`State`, :class:`Batch`, :class:`StepOutput`, :class:`Config`, the
   errors (:class:`UserError` for anything the user can fix).
-* Images and models: :func:`resize_batch`, :func:`eval_batch`,
+* Images and models: :func:`is_image_batch` (images or vector data; of a
+  dataset: ``state.task.info.is_vector``), :func:`resize_batch`, :func:`eval_batch`,
   :func:`build_model` (a registered architecture, e.g. a proxy network),
-  :func:`check_resolution` and :func:`legal_resolution` (one rule for which
-  sides a model accepts), :func:`model_unchanged` with :class:`BufferSnapshot`
-  (run a model without changing its state).
+  :func:`check_resolution`, :func:`legal_resolution` and
+  :func:`smallest_resolution` (one rule for which sides a model accepts),
+  :func:`model_unchanged` with :class:`BufferSnapshot` (run a model without
+  changing its state).
 * What a task can do, asked with ``isinstance``: :class:`PerSampleLosses`
   (per-sample losses, selection), :class:`PairScoring` (pairs of views,
   Hard Augment); :data:`EXTRA_TARGETS` (extra target views in ``batch.extras``).
@@ -28,15 +30,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hasten.batch import Batch, StepOutput
+from hasten.batch import Batch, StepOutput, is_image_batch
 from hasten.checkpoint import load_checkpoint
-from hasten.cli import add_config_arguments
+from hasten.commands.arguments import add_config_arguments
 from hasten.config import Config, load_config, validate_config
 from hasten.data.augment import eval_batch, resize_batch
 from hasten.engine import Trainer
 from hasten.errors import DataError, TrainingInterrupted, TrainingStopped, UserError
 from hasten.hookspecs import hookimpl
-from hasten.models import BufferSnapshot, build_model, check_resolution, legal_resolution, model_unchanged
+from hasten.models import (
+    BufferSnapshot,
+    build_model,
+    check_resolution,
+    legal_resolution,
+    model_unchanged,
+    smallest_resolution,
+)
 from hasten.plugins import Plugin, register_plugin
 from hasten.registry import REGISTRY
 from hasten.state import State
@@ -74,7 +83,7 @@ def build_data_and_task(config: Config) -> tuple[DataModule, Task]:
 def tracking_uri(config: Config) -> str:
     """The MLflow tracking URI a run of ``config`` logs to (``tracking.uri``, ``$MLFLOW_TRACKING_URI``, the
     local SQLite file), as the tracking built-in resolves it."""
-    from hasten.builtins.tracking import resolve_uri
+    from hasten.builtins.mlflow_sender import resolve_uri
 
     return resolve_uri(config.tracking.uri)
 
@@ -106,6 +115,7 @@ __all__ = [
     "check_resolution",
     "eval_batch",
     "hookimpl",
+    "is_image_batch",
     "legal_resolution",
     "load_checkpoint",
     "load_config",
@@ -113,6 +123,7 @@ __all__ = [
     "plugin_provides",
     "register_plugin",
     "resize_batch",
+    "smallest_resolution",
     "tracking_run_id",
     "tracking_uri",
     "validate_config",

@@ -8,6 +8,12 @@ from dataclasses import dataclass, field
 import torch
 
 
+def is_image_batch(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is a batch of images (N, C, H, W); otherwise it holds vector data (N, D).
+    The one way to ask it of a tensor; of a dataset, ask :attr:`hasten.data.stream.DataInfo.is_vector`."""
+    return tensor.dim() == 4
+
+
 @dataclass
 class Batch:
     """One step's data as it moves through the hooks.

@@ -1,10 +1,15 @@
-"""Checkpoints: atomic writes, safe loads, discovery of the latest valid one.
+"""Checkpoints: what a run's checkpoint holds, atomic writes, safe loads, discovery of the latest valid one.
 
 A checkpoint is a ``torch.save`` dict of tensors and plain values only, so it
 loads with ``torch.load(weights_only=True)``: a file carrying a pickled object
 that would run code is refused. Writes go to a temporary file in the same
 folder, are fsync'ed, then renamed over the final name, so a run killed at
 any moment leaves either the old or the new checkpoint, never half of one.
+
+:func:`gather_checkpoint` and :func:`restore_checkpoint` are the content: the
+model and optimizer once (the same on every rank under DDP), and per rank
+the random generators, stream positions, the loss window and the task's and
+plugins' state (``hasten_state_dict`` / ``hasten_load_state_dict``).
 """
 
 from __future__ import annotations
@@ -15,12 +20,16 @@ import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from hasten.errors import UserError
+
+if TYPE_CHECKING:
+    from hasten.state import State
 
 _NAME = re.compile(r"^step-(\d{9})\.pt$")
 #: what save_atomic writes before the rename (``.step-<step>.pt.tmp-<pid>``)
@@ -227,3 +236,151 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator, device: tor
     numpy = state["numpy"]
     np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
                          numpy["cached_gaussian"]))
+
+
+# ------------------------------------------------------------------ content of a run's checkpoint
+def _rank_part(state: State, recent_losses: list[torch.Tensor]) -> dict[str, Any]:
+    """This process's part of a checkpoint: what differs between ranks and an exact resume needs."""
+    plugin_blobs: dict[str, Any] = {}
+    for part in state.hooks.hasten_state_dict(state=state):
+        plugin_blobs.update(part or {})
+    return to_cpu({
+        "rng": rng_state(state.generator, state.device),
+        "images_loaded": state.images_loaded,
+        "unlabeled_loaded": int(state.scratch.get("engine/unlabeled_loaded", 0)),
+        # the losses of the current logging window, so the next logged train/loss is the same
+        "recent_losses": torch.stack(recent_losses) if recent_losses else torch.zeros(0),
+        "task": state.task.state_dict(),
+        "plugins": plugin_blobs,
+    })
+
+
+def gather_checkpoint(state: State, recent_losses: list[torch.Tensor]) -> dict[str, Any] | None:
+    """The checkpoint content on rank 0, None on the other ranks (``recent_losses``: the loss window).
+
+    Collective under torchrun: every rank's part (random generators, stream
+    positions, plugin and task state) is gathered into ``ranks``; the model
+    and optimizer are the same on every rank (DDP) and saved once.
+    """
+    mine = _rank_part(state, recent_losses)
+    parts: list[Any] = [mine]
+    if state.world_size > 1:
+        parts = [None] * state.world_size if state.is_main else []
+        dist.gather_object(mine, parts if state.is_main else None, dst=0)
+    if not state.is_main:
+        return None
+    return {
+        "step": state.step,
+        "epoch": state.epoch,
+        "samples_seen": state.samples_seen,
+        "images_loaded": state.images_loaded,
+        "world_size": state.world_size,
+        "model": state.model.state_dict(),
+        "task": mine["task"],
+        "optimizer": state.optimizer.state_dict(),
+        "flops": state.flops.state_dict(),
+        "metrics": dict(state.metrics),
+        "plugins": mine["plugins"],
+        "ranks": parts,
+    }
+
+
+def restore_checkpoint(state: State, blob: dict[str, Any]) -> list[torch.Tensor]:
+    """Put ``blob`` (what :func:`gather_checkpoint` made) back into ``state``; returns the restored
+    tail of the loss window (empty when the process count changed)."""
+    state.model.load_state_dict(blob["model"])
+    state.optimizer.load_state_dict(blob["optimizer"])
+    state.step = int(blob["step"])
+    state.epoch = int(blob["epoch"])
+    state.samples_seen = int(blob["samples_seen"])
+    state.flops.load_state_dict(blob["flops"])
+    state.metrics.update(blob.get("metrics", {}))
+    saved_world = int(blob.get("world_size", 1))
+    ranks = blob["ranks"]
+    loss_prefix: list[torch.Tensor] = []
+    if saved_world == state.world_size:
+        mine = ranks[state.rank]
+        set_rng_state(mine["rng"], state.generator, state.device)
+        state.images_loaded = int(mine["images_loaded"])
+        state.scratch["engine/unlabeled_loaded"] = int(mine["unlabeled_loaded"])
+        loss_prefix = list(mine["recent_losses"].to(state.device).unbind(0))
+    else:
+        # An elastic job came back with another number of processes: continue at the same global data
+        # position; the random streams restart from the seeds, so this resume is not bit-exact.
+        mine = ranks[0]
+        state.images_loaded = int(blob["images_loaded"]) * saved_world // state.world_size
+        state.scratch["engine/unlabeled_loaded"] = int(mine["unlabeled_loaded"]) * saved_world // state.world_size
+        if state.is_main:
+            print(
+                f"warning: resuming a {saved_world}-process checkpoint with {state.world_size} processes: "
+                "same data position, fresh random streams (not bit-identical to an uninterrupted run)",
+                file=sys.stderr,
+            )
+    state.task.load_state_dict(mine.get("task", blob.get("task", {})))
+    state.hooks.hasten_load_state_dict(state=state, blob=mine["plugins"])
+    return loss_prefix
+
+
+def to_cpu(value: Any) -> Any:
+    """``value`` with every tensor moved to the CPU (checkpoint parts travel between processes)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(to_cpu(v) for v in value)
+    return value
+
+
+def shared_resume_checkpoint(
+    state: State, found: tuple[Path, dict[str, Any]] | None, *, allow_nonfinite: bool = False
+) -> tuple[dict[str, Any] | None, bool]:
+    """The checkpoint a resume continues from, on every rank, and whether it is finite.
+
+    ``found``: rank 0's (path, content) from :func:`hasten.rundir.claim_run_dir`; rank 0 sends
+    it to the other ranks (multi-node runs need no shared file system). A checkpoint holding
+    NaN or inf is refused (:class:`UserError`) unless ``allow_nonfinite``; a finite one becomes
+    the run's last good checkpoint (``state.scratch["engine/last_checkpoint"]``).
+    """
+    if state.world_size > 1:
+        shared = [found]
+        dist.broadcast_object_list(shared, src=0)
+        found = shared[0]
+    if found is None:
+        if state.is_main:
+            print(
+                f"warning: --resume: no checkpoint in {state.run_dir} (stopped before its first one); "
+                "starting from step 0", file=sys.stderr,
+            )
+        return None, False
+    path, blob = found
+    # Every rank holds the same blob: all refuse (or accept) alike, before any work.
+    bad = nonfinite_tensors(checkpoint_tensors(blob, optimizer_param_names(state.model, state.optimizer)))
+    if bad and not allow_nonfinite:
+        raise UserError(
+            f"--resume: {path} holds non-finite values (NaN or inf) in {tensor_list(bad)}; training on from "
+            "it cannot recover. Resume from an earlier run or checkpoint, start afresh with a lower "
+            "optim.lr, or pass --resume-allow-nonfinite to load it anyway"
+        )
+    if bad:
+        if state.is_main:
+            print(f"warning: --resume-allow-nonfinite: {path} holds non-finite values in {tensor_list(bad)}; "
+                  "loading it anyway (it is not counted as a good checkpoint)", file=sys.stderr)
+    else:
+        state.scratch["engine/last_checkpoint"] = str(path)
+    if state.is_main:
+        print(f"resuming from {path} (step {blob['step']})", file=sys.stderr)
+    return blob, not bad
+
+
+def optimizer_param_names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """The model's parameter names in the optimizer's order (its state dict numbers them so)."""
+    names = {param: name for name, param in model.named_parameters()}
+    return [names.get(p, f"param{i}") for i, p in
+            enumerate(p for group in optimizer.param_groups for p in group["params"])]
+
+
+def tensor_list(names: list[str], shown: int = 3) -> str:
+    """``a, b, c and 8 more tensors``: the first few names of a long list."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more tensor{'s' if more > 1 else ''}" if more > 0 else "")

@@ -143,7 +143,7 @@ class TaskConfig(Section):
 class OptimConfig(Section):
     """The optimizer."""
 
-    name: Literal["sgd", "adamw"] = Field("sgd", description="sgd (with momentum) or adamw")
+    name: str = Field("sgd", description="a registered optimizer: sgd (with momentum), adamw (plugins add more)")
     lr: float = Field(0.1, gt=0, description="peak learning rate (the schedule scales it)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (plugins may schedule it)")
     nesterov: bool = Field(False, description="Nesterov momentum (sgd)")
@@ -440,6 +440,8 @@ def validate_component_options(config: Config, registry: Registry | None = None,
     checks = [("data", data.dataset, data.options, catalogs.datasets, "dataset"),
               ("model", config.model.name, config.model.options, catalogs.models, "name"),
               ("task", config.task.name, config.task.options, catalogs.tasks, "name")]
+    if config.optim.name in catalogs.optimizers or strict:  # no options of its own: the optim section's apply
+        catalogs.optimizers.get(config.optim.name, key="optim.name")
     if data.unlabeled is not None:
         if data.unlabeled.dataset is not None:
             checks.append(("data.unlabeled", data.unlabeled.dataset, data.unlabeled.options, catalogs.datasets,

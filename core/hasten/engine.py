@@ -10,14 +10,10 @@ from __future__ import annotations
 import math
 import os
 import random
-import signal
-import sys
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,28 +22,29 @@ import torch
 import torch.distributed as dist
 
 from hasten.accounting import FlopAccountant
+from hasten.batch import is_image_batch
 from hasten.checkpoint import (
     checkpoint_path,
-    checkpoint_tensors,
     floating_tensors,
-    has_checkpoints,
+    gather_checkpoint,
     load_checkpoint,
-    load_latest,
     nonfinite_tensors,
     optimizer_state_tensors,
-    remove_interrupted_writes,
-    rng_state,
-    set_rng_state,
+    restore_checkpoint,
+    shared_resume_checkpoint,
+    tensor_list,
     write_checkpoint,
 )
 from hasten.config import Config, validate_component_options
 from hasten.data.augment import ViewSpec
 from hasten.data.module import DataModule
 from hasten.errors import TrainingInterrupted, TrainingStopped, UserError
+from hasten.optim import build_optimizer, set_lr_and_momentum
 from hasten.plugins import PluginSet, provided_capabilities
 from hasten.preflight import preflight
 from hasten.registry import REGISTRY
-from hasten.rundir import RunDirLock, check_resume_dir, elastic_restart_count, elastic_run_dir
+from hasten.rundir import RunDirLock, claim_run_dir, elastic_restart_count
+from hasten.signals import StopSignals, signal_name
 from hasten.state import Batch, State, StepOutput
 
 
@@ -79,27 +76,6 @@ def init_distributed(device_kind: str) -> tuple[int, int]:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
     return dist.get_rank(), dist.get_world_size()
-
-
-def make_run_dir(config: Config, resume: bool | str) -> Path:
-    if isinstance(resume, str) and resume:
-        check_resume_dir(Path(resume), [Path(config.run.output_dir)])
-        return Path(resume)
-    if config.run.run_dir:
-        if resume and elastic_restart_count() == 0:  # torchrun's restarts may find the folder not made yet
-            check_resume_dir(Path(config.run.run_dir), [Path(config.run.output_dir)])
-        return Path(config.run.run_dir)
-    elastic = elastic_run_dir(config.run.output_dir, config.run.name)  # torchrun --max-restarts: no timestamp
-    if elastic is not None:
-        return elastic
-    out = Path(config.run.output_dir)
-    if resume:
-        candidates = sorted(out.glob(f"{config.run.name}-*"))
-        if not candidates:
-            raise UserError(f"--resume: no earlier run named {config.run.name!r} under {out}")
-        return candidates[-1]
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return out / f"{config.run.name}-{stamp}"
 
 
 def builtin_plugins(config: Config, lr_owner: str | None, quiet: bool = False) -> list[object]:
@@ -139,8 +115,7 @@ class Trainer:
         # A worker restarted by torchrun's elastic agent (--max-restarts) continues the same run.
         self.resume: bool | str = resume or elastic_restart_count() > 0
         self.lock: RunDirLock | None = None  # rank 0 owns the run directory while it trains
-        self._signal = 0  # SIGINT/SIGTERM received: checkpoint after this step, then stop
-        self._previous_handlers: dict[int, Any] = {}
+        self.signals = StopSignals()  # SIGINT/SIGTERM received: checkpoint after this step, then stop
         self._losses: list[torch.Tensor] = []  # this process's per-step losses (device tensors)
         self._loss_prefix: list[torch.Tensor] = []  # the restored tail of the loss window, after a resume
         self._record: dict[str, Any] | None = None  # run.record_indices
@@ -180,7 +155,7 @@ class Trainer:
         if device.type == "cuda" and world_size > 1:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(device)
-        run_dir = self._claim_run_dir(rank, world_size)
+        run_dir, self.lock, self._resume_from = claim_run_dir(self.config, self.resume, rank, world_size)
         if run.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
@@ -235,87 +210,10 @@ class Trainer:
         self.hooks.hasten_setup(state=state)
         return state
 
-    def _claim_run_dir(self, rank: int, world_size: int) -> Path:
-        """Rank 0 picks the run directory, locks it and checks it may start there; all ranks get its answer."""
-        run_dir: Path | None = None
-        problem: str | None = None
-        if rank == 0:
-            try:
-                run_dir = make_run_dir(self.config, self.resume)
-                run_dir.mkdir(parents=True, exist_ok=True)
-                self.lock = RunDirLock(run_dir).acquire()
-                if not self.resume and has_checkpoints(run_dir):
-                    self.lock.release()
-                    raise UserError(
-                        f"run directory {run_dir} already holds checkpoints of an earlier run; continue it with "
-                        f"`hasten train CONFIG --resume {run_dir}` or choose another run.run_dir"
-                    )
-                # We own the folder: a temporary file of a write a kill interrupted is nobody's now.
-                for leftover in remove_interrupted_writes(run_dir):
-                    print(f"removed {leftover} (an interrupted checkpoint write)", file=sys.stderr)
-                if self.resume:
-                    try:  # read before any data is built: a resume that cannot resume stops here
-                        self._resume_from = load_latest(run_dir)
-                    except UserError:
-                        self.lock.release()
-                        raise
-            except UserError as exc:
-                problem = str(exc)
-        if world_size > 1:  # one decision for every rank (a timestamped name could differ between processes)
-            shared = [None if run_dir is None else str(run_dir), problem]
-            dist.broadcast_object_list(shared, src=0)
-            run_dir, problem = (None if shared[0] is None else Path(shared[0])), shared[1]
-        if problem is not None or run_dir is None:
-            raise UserError(problem or "no run directory")
-        return run_dir
-
     # ------------------------------------------------------------- checkpoints
-    def _rank_blob(self) -> dict[str, Any]:
-        """This process's part of a checkpoint: what differs between ranks and an exact resume needs."""
-        state = self.state
-        plugin_blobs: dict[str, Any] = {}
-        for part in self.hooks.hasten_state_dict(state=state):
-            plugin_blobs.update(part or {})
-        recent = (self._loss_prefix + self._losses)[-self.config.run.log_every :]
-        return _to_cpu({
-            "rng": rng_state(state.generator, state.device),
-            "images_loaded": state.images_loaded,
-            "unlabeled_loaded": int(state.scratch.get("engine/unlabeled_loaded", 0)),
-            # the losses of the current logging window, so the next logged train/loss is the same
-            "recent_losses": torch.stack(recent) if recent else torch.zeros(0),
-            "task": state.task.state_dict(),
-            "plugins": plugin_blobs,
-        })
-
     def checkpoint_blob(self) -> dict[str, Any] | None:
-        """The checkpoint content on rank 0, None on the other ranks.
-
-        Collective under torchrun: every rank's part (random generators, stream
-        positions, plugin and task state) is gathered into ``ranks``; the model
-        and optimizer are the same on every rank (DDP) and saved once.
-        """
-        state = self.state
-        mine = self._rank_blob()
-        parts: list[Any] = [mine]
-        if state.world_size > 1:
-            parts = [None] * state.world_size if state.is_main else []
-            dist.gather_object(mine, parts if state.is_main else None, dst=0)
-        if not state.is_main:
-            return None
-        return {
-            "step": state.step,
-            "epoch": state.epoch,
-            "samples_seen": state.samples_seen,
-            "images_loaded": state.images_loaded,
-            "world_size": state.world_size,
-            "model": state.model.state_dict(),
-            "task": mine["task"],
-            "optimizer": state.optimizer.state_dict(),
-            "flops": state.flops.state_dict(),
-            "metrics": dict(state.metrics),
-            "plugins": mine["plugins"],
-            "ranks": parts,
-        }
+        """The checkpoint content on rank 0, None on the other ranks (collective under torchrun)."""
+        return gather_checkpoint(self.state, (self._loss_prefix + self._losses)[-self.config.run.log_every :])
 
     def save_checkpoint(self) -> Path | None:
         """Write a checkpoint of the finished ``state.step`` (rank 0 writes; every rank must call it)."""
@@ -333,82 +231,18 @@ class Trainer:
 
     def restore(self, source: str | Path | dict[str, Any]) -> None:
         """Continue from a checkpoint (a path, or its loaded content)."""
-        state = self.state
         blob = source if isinstance(source, dict) else load_checkpoint(source)
-        state.model.load_state_dict(blob["model"])
-        state.optimizer.load_state_dict(blob["optimizer"])
-        state.step = int(blob["step"])
-        state.epoch = int(blob["epoch"])
-        state.samples_seen = int(blob["samples_seen"])
-        state.flops.load_state_dict(blob["flops"])
-        state.metrics.update(blob.get("metrics", {}))
-        saved_world = int(blob.get("world_size", 1))
-        ranks = blob["ranks"]
-        if saved_world == state.world_size:
-            mine = ranks[state.rank]
-            set_rng_state(mine["rng"], state.generator, state.device)
-            state.images_loaded = int(mine["images_loaded"])
-            state.scratch["engine/unlabeled_loaded"] = int(mine["unlabeled_loaded"])
-            self._loss_prefix = list(mine["recent_losses"].to(state.device).unbind(0))
-        else:
-            # An elastic job came back with another number of processes: continue at the same global data
-            # position; the random streams restart from the seeds, so this resume is not bit-exact.
-            mine = ranks[0]
-            state.images_loaded = int(blob["images_loaded"]) * saved_world // state.world_size
-            state.scratch["engine/unlabeled_loaded"] = int(mine["unlabeled_loaded"]) * saved_world // state.world_size
-            if state.is_main:
-                print(
-                    f"warning: resuming a {saved_world}-process checkpoint with {state.world_size} processes: "
-                    "same data position, fresh random streams (not bit-identical to an uninterrupted run)",
-                    file=sys.stderr,
-                )
-        state.task.load_state_dict(mine.get("task", blob.get("task", {})))
-        self.hooks.hasten_load_state_dict(state=state, blob=mine["plugins"])
+        self._loss_prefix = restore_checkpoint(self.state, blob)
 
     def _load_latest(self) -> dict[str, Any] | None:
-        """The newest valid checkpoint of the run directory; rank 0 reads it and sends it to the
-        other ranks (multi-node runs need no shared file system)."""
-        state = self.state
+        """The checkpoint to resume from (read when the run directory was claimed), checked on every rank."""
         found, self._resume_from = self._resume_from, None
-        if state.world_size > 1:
-            shared = [found]
-            dist.broadcast_object_list(shared, src=0)
-            found = shared[0]
-        if found is None:
-            if state.is_main:
-                print(
-                    f"warning: --resume: no checkpoint in {state.run_dir} (stopped before its first one); "
-                    "starting from step 0", file=sys.stderr,
-                )
-            return None
-        path, blob = found
-        # Every rank holds the same blob: all refuse (or accept) alike, before any work.
-        bad = nonfinite_tensors(checkpoint_tensors(blob, self._optimizer_param_names()))
-        if bad and not self.allow_nonfinite_resume:
-            raise UserError(
-                f"--resume: {path} holds non-finite values (NaN or inf) in {_tensor_list(bad)}; training on from "
-                "it cannot recover. Resume from an earlier run or checkpoint, start afresh with a lower "
-                "optim.lr, or pass --resume-allow-nonfinite to load it anyway"
-            )
-        if bad:
-            if state.is_main:
-                print(f"warning: --resume-allow-nonfinite: {path} holds non-finite values in {_tensor_list(bad)}; "
-                      "loading it anyway (it is not counted as a good checkpoint)", file=sys.stderr)
-        else:
-            state.scratch["engine/last_checkpoint"] = str(path)
+        blob, finite = shared_resume_checkpoint(self.state, found, allow_nonfinite=self.allow_nonfinite_resume)
+        if blob is not None and finite:
             self._state_checked_at = int(blob["step"])
-        if state.is_main:
-            print(f"resuming from {path} (step {blob['step']})", file=sys.stderr)
         return blob
 
     # ------------------------------------------------------- finite state
-    def _optimizer_param_names(self) -> list[str]:
-        """The model's parameter names in the optimizer's order (its state dict numbers them so)."""
-        state = self.state
-        names = {param: name for name, param in state.model.named_parameters()}
-        return [names.get(p, f"param{i}") for i, p in
-                enumerate(p for group in state.optimizer.param_groups for p in group["params"])]
-
     def _check_state(self) -> None:
         """Stop (TrainingStopped) when a parameter, buffer (BatchNorm statistics), optimizer or task state
         tensor holds a NaN or an infinity. Called before every checkpoint and evaluation and at the end of
@@ -438,45 +272,11 @@ class Trainer:
         since = (f"finite at the previous check, step {self._state_checked_at}"
                  if self._state_checked_at is not None else "first check of this run")
         raise TrainingStopped(
-            f"non-finite model state at step {state.step}: NaN or inf in {_tensor_list(bad)} ({since}); "
+            f"non-finite model state at step {state.step}: NaN or inf in {tensor_list(bad)} ({since}); "
             f"last good checkpoint: {last or 'none written'}; {_divergence_hint(self.config)}",
             step=state.step,
             checkpoint=last,
         )
-
-    # ------------------------------------------------------------------ signals
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self._signal = signum
-        # A second signal of the same kind acts at once (SIGINT: KeyboardInterrupt, SIGTERM: terminate).
-        signal.signal(signum, self._previous_handlers.get(signum, signal.SIG_DFL))
-
-    def _install_signal_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # Python delivers signals to the main thread only
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
-
-    def _restore_signal_handlers(self) -> None:
-        for signum, handler in self._previous_handlers.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        self._previous_handlers.clear()
-
-    def _interrupt(self, sync_step: bool) -> int:
-        """The signal to stop for after this step (0: go on).
-
-        Under torchrun all ranks must stop after the same step (the checkpoint
-        is collective), so they agree by a one-number all_reduce on logging and
-        checkpoint steps only, where the loop synchronises anyway: a signal acts
-        within ``run.log_every`` steps. A single process acts after the current step.
-        """
-        state = self.state
-        if state.world_size == 1:
-            return self._signal
-        if not sync_step:
-            return 0
-        flag = torch.tensor([self._signal], dtype=torch.long, device=state.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return int(flag.item())
 
     def _write_record(self, first_step: int) -> None:
         """run.record_indices: what this rank trained on, for tests and debugging."""
@@ -549,7 +349,7 @@ class Trainer:
         if config.run.record_indices:
             self._record = {"indices": [], "logged": {}, "checkpoints": []}
         hooks.hasten_fit_start(state=state)
-        self._install_signal_handlers()
+        self.signals.install()
         try:
             while state.step < state.total_steps:
                 step = state.step
@@ -557,12 +357,7 @@ class Trainer:
                     state.epoch = step // state.steps_per_epoch
                     hooks.hasten_epoch_start(state=state)
                 hooks.hasten_step_start(state=state)
-                for group in state.optimizer.param_groups:
-                    group["lr"] = state.lr
-                    if "betas" in group:
-                        group["betas"] = (state.momentum, group["betas"][1])
-                    elif "momentum" in group:
-                        group["momentum"] = state.momentum
+                set_lr_and_momentum(state.optimizer, state.lr, state.momentum)
 
                 batch = next(stream).to(state.device)
                 state.images_loaded += len(batch)
@@ -580,7 +375,7 @@ class Trainer:
                     batch = selected
                 if channels_last:
                     batch.views = [
-                        v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for v in batch.views
+                        v.contiguous(memory_format=torch.channels_last) if is_image_batch(v) else v for v in batch.views
                     ]
                 with autocast:
                     output: StepOutput = hooks.hasten_forward(state=state, batch=batch)
@@ -627,7 +422,7 @@ class Trainer:
                     self.save_checkpoint()
                 if finished != state.total_steps:
                     sync_step = finished % log_every == 0 or bool(ckpt_every and finished % ckpt_every == 0)
-                    signum = self._interrupt(sync_step)
+                    signum = self.signals.pending(state.world_size, state.device, sync_step)
                     if signum:
                         self._stop_for_signal(signum, bad_step)
                 if state.should_stop is not None:
@@ -642,7 +437,7 @@ class Trainer:
             state.stop_reason = str(stop)
             raise
         finally:
-            self._restore_signal_handlers()
+            self.signals.restore()
             try:
                 self._write_record(first_step)
                 hooks.hasten_fit_end(state=state)
@@ -665,7 +460,7 @@ class Trainer:
         path = checkpoint_path(state.run_dir, state.step)
         if state.scratch.get("engine/last_checkpoint") != str(path):
             self.save_checkpoint()
-        name = signal.Signals(signum).name
+        name = signal_name(signum)
         raise TrainingInterrupted(
             f"{name} received: stopped after step {state.step} of {state.total_steps}, checkpoint {path}; "
             f"continue with `hasten train CONFIG --resume {state.run_dir}`",
@@ -739,12 +534,6 @@ class Trainer:
                     self._record["logged"].setdefault(state.step - 1, {}).update(merged)
 
 
-def _tensor_list(names: list[str], shown: int = 3) -> str:
-    """``a, b, c and 8 more tensors``: the first few names of a long list."""
-    more = len(names) - shown
-    return ", ".join(names[:shown]) + (f" and {more} more tensor{'s' if more > 1 else ''}" if more > 0 else "")
-
-
 def _divergence_hint(config: Config) -> str:
     """What to try when training diverged."""
     hint = f"the run diverged: try a lower optim.lr (now {config.optim.lr:g})"
@@ -753,34 +542,12 @@ def _divergence_hint(config: Config) -> str:
     return hint + " or a longer warm-up (schedule.warmup_steps)"
 
 
-def _to_cpu(value: Any) -> Any:
-    """``value`` with every tensor moved to the CPU (checkpoint parts travel between processes)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_to_cpu(v) for v in value)
-    return value
-
-
 def _enabled_capabilities(config: Config) -> dict[str, str]:
     from hasten.plugins import installed_plugins
 
     infos = installed_plugins()
     classes = [infos[n].plugin_class for n in config.plugins if n in infos and infos[n].plugin_class is not None]
     return provided_capabilities(cls for cls in classes)  # type: ignore[misc]
-
-
-def build_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    opt = config.optim
-    params = [p for p in model.parameters() if p.requires_grad]
-    if opt.name == "sgd":
-        return torch.optim.SGD(
-            params, lr=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov and opt.momentum > 0,
-            weight_decay=opt.weight_decay,
-        )
-    return torch.optim.AdamW(params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
 
 
 def train(

@@ -40,7 +40,7 @@ arguments than its specification (pluggy passes only those it names).
 
 Order of a run (``hasten train``)::
 
-    hasten_add_commands                 (CLI start, on installed plugin classes)
+    hasten_add_commands                 (CLI start: the core's commands, then installed plugin classes')
     hasten_register(registry)           (enabled plugins + built-ins)
     hasten_configure(config)            (cross-plugin validation, before any work)
     hasten_setup(state)                 (model, optimizer, data built)
@@ -74,6 +74,7 @@ so register, configure and setup run as above)::
         hasten_step_start(state)        (state.step == step)
         hasten_batch_size(state, step)
         hasten_plan_step(state, step, batch_size)
+    hasten_plan_summary(state, resolutions)  (once, after the walk)
 
 Hooks run on every rank under torchrun unless a spec says otherwise. The
 per-step hooks must stay cheap: pluggy dispatch costs about a microsecond;
@@ -106,7 +107,9 @@ def hasten_add_commands(subparsers: argparse._SubParsersAction) -> None:  # type
     Called once when the CLI starts, on the *class* of every installed plugin
     (enabled or not), so implement it as a ``@staticmethod``. Each command's
     handler is set with ``parser.set_defaults(handler=fn)``; ``fn(args) -> int``
-    returns the exit code. All results are ignored.
+    returns the exit code. All results are ignored. The core's own commands
+    are added by the same hook (:class:`hasten.commands.CoreCommands`,
+    ``tryfirst``: they come first in ``hasten --help``).
     """
 
 
@@ -254,6 +257,18 @@ def hasten_plan_step(state: State, step: int, batch_size: int) -> dict[str, floa
     hyper-parameters (``state.step == step``); ``batch_size`` is what the
     stream would deliver (``hasten_batch_size``). Must run no model. Results
     are merged by summing equal keys.
+    """
+
+
+@hookspec
+def hasten_plan_summary(state: State, resolutions: list[int]) -> dict[str, Any] | None:
+    """For ``hasten estimate`` (no training), once after the walk over the planned steps:
+    this plugin's own closed-form estimate of the plan (its paper's formula), as
+    ``{"key": name, "figures": {figure: value}, "lines": [text, ...]}``.
+
+    ``resolutions``: each planned step's ``state.resolution`` (``state.max_resolution``
+    is the full one). The report holds ``figures`` under ``key`` (``--json``); the text
+    report prints ``lines`` beside the counted speed-up. Must run no model.
     """
 
 

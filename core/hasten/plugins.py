@@ -337,9 +337,13 @@ def _trace_calls(manager: pluggy.PluginManager) -> None:
     manager.add_hookcall_monitoring(before, after)
 
 
-def add_plugin_commands(subparsers: Any) -> list[str]:
-    """Let every installed plugin class add CLI commands; returns load errors."""
+def add_commands(subparsers: Any, core: Sequence[object] = ()) -> list[str]:
+    """Add the CLI commands: ``core``'s (objects implementing ``hasten_add_commands``, e.g.
+    :class:`hasten.commands.CoreCommands`) and every installed plugin class's, through one call
+    of the hook; returns plugin load errors."""
     manager = new_manager()
+    for builtin in core:
+        manager.register(builtin, name=f"cli:{getattr(builtin, 'name', type(builtin).__name__)}")
     problems = []
     for info in installed_plugins().values():
         if info.plugin_class is None:

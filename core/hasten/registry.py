@@ -1,4 +1,4 @@
-"""Named component registries: datasets, models, tasks, schedules.
+"""Named component registries: datasets, models, tasks, schedules, optimizers.
 
 Built-ins register here at import time; plugins add their own through the
 ``hasten_register(registry)`` hook. A lookup of an unknown name raises a
@@ -236,15 +236,19 @@ class Registry:
         self.models = Catalog("model", "model.options", fixed=("num_classes", "in_channels"))
         self.tasks = Catalog("task", "task.options")
         self.schedules = Catalog("schedule", "schedule")
+        #: factory(params, optim section) -> torch.optim.Optimizer (:mod:`hasten.optim`)
+        self.optimizers = Catalog("optimizer", "optim")
 
     def catalogs(self) -> dict[str, Catalog]:
-        return {"datasets": self.datasets, "models": self.models, "tasks": self.tasks, "schedules": self.schedules}
+        return {"datasets": self.datasets, "models": self.models, "tasks": self.tasks, "schedules": self.schedules,
+                "optimizers": self.optimizers}
 
     def copy(self) -> Registry:
         """An independent registry with the same components (to add plugins' without touching this one)."""
         other = Registry()
         other.datasets, other.models = self.datasets.copy(), self.models.copy()
         other.tasks, other.schedules = self.tasks.copy(), self.schedules.copy()
+        other.optimizers = self.optimizers.copy()
         return other
 
     def add_to_schema(self, schema: dict[str, Any]) -> None:

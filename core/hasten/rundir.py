@@ -1,4 +1,9 @@
-"""Run directories: the ownership lock and torchrun's elastic-restart environment.
+"""Run directories: choosing and claiming one, the ownership lock, torchrun's elastic-restart environment.
+
+:func:`claim_run_dir` is how a run gets its folder: rank 0 picks it
+(:func:`make_run_dir`), locks it, refuses a folder holding an earlier run's
+checkpoints unless resuming, and reads the checkpoint to resume from before
+any data is built; every rank gets rank 0's answer.
 
 A run directory belongs to one live run at a time. The process that writes
 checkpoints (rank 0) holds ``<run_dir>/hasten.lock``: an exclusive
@@ -13,9 +18,18 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import torch.distributed as dist
+
+from hasten.checkpoint import has_checkpoints, load_latest, remove_interrupted_writes
 from hasten.errors import UserError
+
+if TYPE_CHECKING:
+    from hasten.config import Config
 
 LOCK_NAME = "hasten.lock"
 
@@ -125,3 +139,74 @@ def check_resume_dir(run_dir: Path, search: list[Path]) -> None:
         f"--resume {run_dir}: {what}, nothing to continue{hint}. "
         "Start a new run without --resume"
     )
+
+
+def make_run_dir(config: Config, resume: bool | str) -> Path:
+    """The run directory of ``config``: ``--resume RUN_DIR``, ``run.run_dir``, torchrun's elastic one,
+    the newest run of this name (``--resume``), or a new ``<output_dir>/<name>-<timestamp>``."""
+    if isinstance(resume, str) and resume:
+        check_resume_dir(Path(resume), [Path(config.run.output_dir)])
+        return Path(resume)
+    if config.run.run_dir:
+        if resume and elastic_restart_count() == 0:  # torchrun's restarts may find the folder not made yet
+            check_resume_dir(Path(config.run.run_dir), [Path(config.run.output_dir)])
+        return Path(config.run.run_dir)
+    elastic = elastic_run_dir(config.run.output_dir, config.run.name)  # torchrun --max-restarts: no timestamp
+    if elastic is not None:
+        return elastic
+    out = Path(config.run.output_dir)
+    if resume:
+        candidates = sorted(out.glob(f"{config.run.name}-*"))
+        if not candidates:
+            raise UserError(f"--resume: no earlier run named {config.run.name!r} under {out}")
+        return candidates[-1]
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return out / f"{config.run.name}-{stamp}"
+
+
+def claim_run_dir(
+    config: Config, resume: bool | str, rank: int, world_size: int
+) -> tuple[Path, RunDirLock | None, tuple[Path, dict[str, Any]] | None]:
+    """Rank 0 picks the run directory, locks it and checks it may start there; all ranks get its answer.
+
+    Returns the directory, rank 0's lock (None elsewhere) and, on rank 0 when
+    resuming, the checkpoint to continue from (path and content; None when
+    the folder has none yet).
+    """
+    run_dir: Path | None = None
+    lock: RunDirLock | None = None
+    resume_from: tuple[Path, dict[str, Any]] | None = None
+    problem: str | None = None
+    if rank == 0:
+        try:
+            run_dir = make_run_dir(config, resume)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            lock = RunDirLock(run_dir).acquire()
+            if not resume and has_checkpoints(run_dir):
+                lock.release()
+                raise UserError(
+                    f"run directory {run_dir} already holds checkpoints of an earlier run; continue it with "
+                    f"`hasten train CONFIG --resume {run_dir}` or choose another run.run_dir"
+                )
+            # We own the folder: a temporary file of a write a kill interrupted is nobody's now.
+            for leftover in remove_interrupted_writes(run_dir):
+                print(f"removed {leftover} (an interrupted checkpoint write)", file=sys.stderr)
+            if resume:
+                try:  # read before any data is built: a resume that cannot resume stops here
+                    resume_from = load_latest(run_dir)
+                except UserError:
+                    lock.release()
+                    raise
+        except UserError as exc:
+            problem = str(exc)
+        except BaseException:
+            if lock is not None:  # a run that never starts must not keep its directory locked
+                lock.release()
+            raise
+    if world_size > 1:  # one decision for every rank (a timestamped name could differ between processes)
+        shared = [None if run_dir is None else str(run_dir), problem]
+        dist.broadcast_object_list(shared, src=0)
+        run_dir, problem = (None if shared[0] is None else Path(shared[0])), shared[1]
+    if problem is not None or run_dir is None:
+        raise UserError(problem or "no run directory")
+    return run_dir, lock, resume_from

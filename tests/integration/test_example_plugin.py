@@ -45,7 +45,7 @@ def test_it_is_called(tiny_config):
 
 
 def test_schema_includes_plugin_settings():
-    from hasten.cli import config_schema
+    from hasten.commands.schema import config_schema
 
     schema = config_schema()
     assert "decay" in json.dumps(schema["properties"]["plugins"]["properties"]["ema"])

@@ -22,7 +22,7 @@ from hasten.engine import train
 from hasten.plugins import installed_plugins, register_plugin, unregister_plugin
 
 pytest.importorskip("hasten_progressive", reason="plugins/progressive is installed in the tox env `all`")
-pytest.importorskip("hasten.builtins.estimate", reason="`hasten estimate` is not in this core yet")
+pytest.importorskip("hasten.commands.estimate", reason="`hasten estimate` is not in this core yet")
 
 from hasten_progressive import Progressive
 

@@ -74,7 +74,7 @@ def test_the_fast_recipe_plans_and_trains(tmp_path):
     pytest.importorskip("hasten_selection", reason="plugins/selection is installed in the tox env `all`")
     from pathlib import Path
 
-    from hasten.builtins.estimate import estimate
+    from hasten.commands.estimate import estimate
     from hasten.config import load_config
 
     example = Path(__file__).resolve().parents[2] / "examples" / "fast.yaml"

@@ -64,7 +64,7 @@ def test_cooldown_stops_selection(tiny_config, tmp_path):
     try:
         config = tiny_config(run={"max_steps": 6, "log_every": 1}, plugins=plugins)
         result = train(config)
-        from hasten.builtins.estimate import plan
+        from hasten.commands.estimate import plan
 
         planned = plan(tiny_config(run={"max_steps": 6, "run_dir": str(tmp_path / "plan")}, plugins=plugins))
     finally:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import roi_align
 
+from hasten.batch import is_image_batch
 from hasten.errors import UserError
 
 #: SimCLR's colour-jitter strength 1.0 corresponds to magnitude 5.
@@ -176,7 +177,7 @@ def augment_batch(
     strong downscaling is anti-aliased). Blur sigma is in [0.1, 2.0] * r / 224.
     ``generator`` may live on another device than ``images``.
     """
-    if images.dim() != 4:
+    if not is_image_batch(images):
         raise ValueError(f"augment_batch takes (N, C, H, W) images, got shape {tuple(images.shape)}")
     n, channels, height, width = images.shape
     device = images.device
@@ -217,5 +218,8 @@ def resize_batch(x: Tensor, resolution: int) -> Tensor:
 
 
 def eval_batch(images: Tensor, resolution: int, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """The whole image resized to ``resolution`` and normalised: float32 (N, C, r, r)."""
+    """The whole image resized to ``resolution`` and normalised: float32 (N, C, r, r); vector data
+    (N, D) as float32, unchanged."""
+    if not is_image_batch(images):
+        return images.float()
     return _normalise(resize_batch(_to_unit(images), resolution), mean, std)

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hasten.batch import Batch
+from hasten.batch import Batch, is_image_batch
 from hasten.data.augment import SIMCLR_MAGNITUDE, AugmentPolicy, ViewSpec
 from hasten.data.stream import StepBatchSampler
 from hasten.errors import DataError, UserError
@@ -267,7 +267,7 @@ class _Source:
             return encoded, None, labels, {}
         fetched = self.dataset.__getitems__(indices)
         images, labels = fetched[0], torch.as_tensor(fetched[1], dtype=torch.int64)
-        if images.dim() != 4 or images.dtype != torch.uint8:
+        if not is_image_batch(images) or images.dtype != torch.uint8:
             raise UserError(
                 f"data.loader: 'dali' decodes and augments uint8 images; this dataset yields {images.dtype} "
                 f"samples of shape {tuple(images.shape[1:])}; set data.loader: torch"
@@ -415,7 +415,7 @@ def dali_stream(
     """
     config = data.config
     require_dali()
-    if data.info.resolution == 0:
+    if data.info.is_vector:
         raise UserError(
             f"data.loader: 'dali' decodes and augments images; dataset {config.data.dataset!r} holds vectors; "
             "set data.loader: torch"

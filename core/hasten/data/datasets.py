@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from hasten.batch import is_image_batch
 from hasten.errors import UserError, did_you_mean
 
 SPLITS = ("train", "val", "unlabeled")
@@ -72,7 +73,7 @@ class TensorImageDataset(ImageDataset):
         self.images = images
         self.labels = labels.to(torch.int64)
         self.num_classes = num_classes
-        if images.dim() == 2:  # vector data
+        if not is_image_batch(images):  # vector data
             self.channels, self.source_resolution = int(images.shape[1]), 0
         else:
             self.channels, self.source_resolution = int(images.shape[1]), int(images.shape[-1])
@@ -213,7 +214,7 @@ def resize_square_uint8(images: Tensor, resolution: int, chunk: int = 1024) -> T
 
 def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean/std in [0, 1] units of uint8 (N, C, H, W) images, or per-feature of float (N, D)."""
-    if images.dim() == 2:
+    if not is_image_batch(images):
         data = images.double()
         return tuple(data.mean(0).tolist()), tuple(data.std(0).clamp_min(1e-6).tolist())
     # Exact statistics from per-channel value histograms, in chunks: no float copy of the whole set.

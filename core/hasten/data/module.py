@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from hasten.batch import Batch
+from hasten.batch import Batch, is_image_batch
 from hasten.config import Config
 from hasten.data.augment import ViewSpec
 from hasten.data.stream import DataInfo, StepBatchSampler, eval_batches, torch_stream
@@ -27,7 +27,7 @@ def _is_vector_data(dataset: Any) -> bool:
     """Whether samples are (D,) vectors; probes one sample only when the dataset says source_resolution 0."""
     if getattr(dataset, "source_resolution", None) != 0 or len(dataset) == 0:
         return False
-    return bool(dataset.__getitems__([0])[0].dim() == 2)
+    return not is_image_batch(dataset.__getitems__([0])[0])
 
 
 class DataModule:

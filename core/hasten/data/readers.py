@@ -19,6 +19,7 @@ from pydantic import Field
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image, read_file
 
+from hasten.batch import is_image_batch
 from hasten.data.datasets import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -472,7 +473,7 @@ def build_npz(*, split: str, resolution: int, seed: int, path: str | None, optio
             f"found {', '.join(sorted(arrays)) or 'none'}"
         )
     images, labels = chosen
-    if images.dim() == 4:
+    if is_image_batch(images):
         size = _resolution_or_native("npz", resolution) or min(images.shape[-2:])
         images = resize_square_uint8(images, size)
     elif train[0].dim() != images.dim() or train[0].shape[1:] != images.shape[1:]:

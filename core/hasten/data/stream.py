@@ -156,6 +156,11 @@ class DataInfo:
     std: tuple[float, ...]
     train_size: int
 
+    @property
+    def is_vector(self) -> bool:
+        """Whether the data are vectors (D,) rather than images (``resolution`` 0)."""
+        return self.resolution == 0
+
 
 def torch_stream(
     dataset: Any,

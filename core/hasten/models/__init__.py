@@ -20,6 +20,7 @@ from hasten.models.common import (
     legal_resolution,
     make_head,
     model_unchanged,
+    smallest_resolution,
 )
 from hasten.models.mlp import MLP
 from hasten.models.resnet import SmallResNet, TorchvisionResNet
@@ -83,5 +84,6 @@ __all__ = [
     "model_unchanged",
     "resnet",
     "sincos_2d",
+    "smallest_resolution",
     "vit",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -85,6 +86,14 @@ def legal_resolution(model: nn.Module, resolution: int) -> int:
     """The side nearest ``resolution`` that ``model`` accepts: a multiple of its patch size (ViT), at least its
     ``min_resolution`` (the rule :func:`hasten.models.check_resolution` enforces)."""
     patch = int(getattr(model, "patch_size", 1) or 1)
-    minimum = max(1, int(getattr(model, "min_resolution", 1)))
     legal = max(patch, round(resolution / patch) * patch)
-    return max(legal, -(-minimum // patch) * patch)
+    return max(legal, smallest_resolution(model))
+
+
+def smallest_resolution(model: nn.Module, multiple_of: int = 1) -> int:
+    """The smallest side ``model`` accepts that is also a multiple of ``multiple_of`` (e.g. a schedule's
+    resolution step): at least its ``min_resolution``, a multiple of its patch size (ViT)."""
+    patch = int(getattr(model, "patch_size", 1) or 1)
+    unit = math.lcm(patch, multiple_of)
+    minimum = max(1, int(getattr(model, "min_resolution", 1)))
+    return max(unit, -(-minimum // unit) * unit)

@@ -90,7 +90,7 @@ class Task:
         return self.num_views * accountant.forward_per_sample(self.model, self.input_shape(resolution))
 
     def input_shape(self, resolution: int) -> tuple[int, ...]:
-        if self.info.resolution == 0:  # vector data
+        if self.info.is_vector:
             return (self.info.channels,)
         return (self.info.channels, resolution, resolution)
 

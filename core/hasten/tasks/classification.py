@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from hasten.batch import is_image_batch
 from hasten.config import Config
 from hasten.data.augment import ViewSpec, augment_batch, eval_batch
 from hasten.data.stream import DataInfo
@@ -46,10 +47,9 @@ class ClassificationTask(Task):
             key="model.name",
         )
         self.policy = self.augment_policy()
-        self.vector_data = info.resolution == 0 or False
 
     def views(self, state: State, batch: Batch) -> list[torch.Tensor]:
-        if batch.images.dim() != 4:  # vector data: nothing to augment
+        if not is_image_batch(batch.images):  # vector data: nothing to augment
             return [batch.images.float()]
         return [
             augment_batch(
@@ -64,7 +64,7 @@ class ClassificationTask(Task):
         ]
 
     def loader_views(self) -> ViewSpec | None:
-        if self.vector_data:
+        if self.info.is_vector:
             return None
         return ViewSpec(self.policy, 1, tuple(self.info.mean), tuple(self.info.std))
 
@@ -100,9 +100,7 @@ class ClassificationTask(Task):
                     break
                 images = batch.images.to(state.device)
                 labels = batch.labels.to(state.device)
-                inputs = images.float() if images.dim() != 4 else eval_batch(
-                    images, state.max_resolution, self.info.mean, self.info.std
-                )
+                inputs = eval_batch(images, state.max_resolution, self.info.mean, self.info.std)
                 logits = model(inputs).float()
                 topk = logits.topk(k, dim=1).indices
                 hits = topk.eq(labels[:, None])

@@ -68,7 +68,7 @@ class DepthTask(Task):
 
     def __init__(self, config: Config, info: DataInfo) -> None:
         super().__init__(config, info)
-        if info.resolution == 0:
+        if info.is_vector:
             raise UserError(f"task.name: depth needs images; data.dataset {config.data.dataset!r} holds vectors")
         self.model = build_model(
             config.model.name, num_classes=0, in_channels=info.channels, options=config.model.options, key="model.name"

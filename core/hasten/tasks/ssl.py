@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import nullcontext
 from typing import Any, Literal
 
 import torch
@@ -34,7 +34,7 @@ from hasten.config import Config
 from hasten.data.augment import ViewSpec, augment_batch, eval_batch
 from hasten.data.stream import DataInfo, eval_batches
 from hasten.errors import UserError
-from hasten.models import build_model
+from hasten.models import build_model, model_unchanged
 from hasten.registry import REGISTRY, Options
 from hasten.state import Batch, State, StepOutput
 from hasten.tasks.base import Task, all_reduce_sum
@@ -242,20 +242,6 @@ class MomentumEncoder(nn.Module):
         return self.projector(self.backbone.forward_features(x))
 
 
-@contextmanager
-def eval_mode(*modules: nn.Module | None) -> Iterator[None]:
-    """Eval mode inside, the previous modes after: a scoring pass changes no buffer."""
-    present = [m for m in modules if m is not None]
-    modes = [m.training for m in present]
-    for m in present:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, mode in zip(present, modes):
-            m.train(mode)
-
-
 def weighted_knn_predict(
     query: Tensor,
     bank: Tensor,
@@ -294,7 +280,7 @@ class SSLTask(Task):
 
     def __init__(self, config: Config, info: DataInfo) -> None:
         super().__init__(config, info)
-        if info.resolution == 0:
+        if info.is_vector:
             raise UserError(
                 f"task.name: ssl needs image data; data.dataset {config.data.dataset!r} is vector data"
             )
@@ -419,7 +405,9 @@ class SSLTask(Task):
         """
         self._set_step_parameters(state.step)
         m, n = views.shape[:2]
-        with eval_mode(self.model, self.momentum_encoder):
+        with model_unchanged(self.model), (
+            model_unchanged(self.momentum_encoder) if self.momentum_encoder is not None else nullcontext()
+        ):
             emb = self.embed(self.model, views.flatten(0, 1))
         emb = Embeddings(emb.online.view(m, n, -1), emb.target.view(m, n, -1))
         return self.loss.all_pair_losses(emb), emb.target
@@ -504,7 +492,7 @@ class SSLTask(Task):
         if self.info.num_classes < 2:
             return {}  # no labels: nothing to vote with
         opts, eval_cfg = self.options, self.config.eval
-        with eval_mode(self.model):
+        with model_unchanged(self.model):
             # Every rank builds the whole bank (simple and exact); queries are sharded and reduced.
             bank, bank_labels = self._features(
                 state, eval_batches(state.data.train, eval_cfg.batch_size), opts.knn_bank_size

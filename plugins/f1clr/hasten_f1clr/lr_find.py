@@ -43,6 +43,7 @@ from hasten.api import (
     TrainingStopped,
     UserError,
     eval_batch,
+    is_image_batch,
     model_unchanged,
     plugin_provides,
     tracking_run_id,
@@ -221,7 +222,7 @@ def fixed_validation_batch(state: hasten.State, samples: int) -> hasten.Batch:
     stream is left alone.
     """
     batch = next(iter(state.data.val_batches(samples))).to(state.device)
-    if batch.images.dim() != 4:  # vector data
+    if not is_image_batch(batch.images):  # vector data
         batch.views = [batch.images.float()]
     elif state.task.num_views == 1:
         info = state.task.info

@@ -8,7 +8,17 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 import hasten
-from hasten.api import EXTRA_TARGETS, Batch, Config, PairScoring, State, UserError, check_resolution, resize_batch
+from hasten.api import (
+    EXTRA_TARGETS,
+    Batch,
+    Config,
+    PairScoring,
+    State,
+    UserError,
+    check_resolution,
+    is_image_batch,
+    resize_batch,
+)
 from hasten_hardaug.mining import gather_views, hardest_pairs, other_views, pair_table
 
 #: methods whose targets carry no gradient, so extra low-resolution targets are well defined
@@ -71,9 +81,15 @@ class HardAugment(hasten.Plugin):
         """r_sel, never above the current training resolution (mining must stay cheaper than training)."""
         return min(self.settings.selection_resolution, state.resolution)
 
+    def mining_flops(self, state: State, task: PairScoring, num_samples: int) -> float:
+        """The overhead of mining ``num_samples`` candidates: every view scored at r_sel (one formula for
+        training, reported in ``hasten_views``, and planning, ``hasten_plan_step``)."""
+        per_view = task.scoring_flops_per_view(state.flops, self.selection_resolution(state))
+        return self.settings.num_views * num_samples * per_view
+
     @hasten.hookimpl
     def hasten_views(self, state: State, batch: Batch) -> list[torch.Tensor] | None:
-        if self.task is None or self.pairs is None or batch.images.dim() != 4:
+        if self.task is None or self.pairs is None or not is_image_batch(batch.images):
             return None
         if not state.sampling_active():
             return None  # cool-down: the task's two random views
@@ -87,7 +103,7 @@ class HardAugment(hasten.Plugin):
         if self.settings.extra_targets and m > 2:
             others = other_views(m, first, second)  # (N, m - 2)
             batch.extras[EXTRA_TARGETS] = targets[others, torch.arange(n, device=others.device)[:, None]]
-        state.flops.add_overhead(self.name, m * n * task.scoring_flops_per_view(state.flops, r_sel))
+        state.flops.add_overhead(self.name, self.mining_flops(state, task, n))
         self.last = (pair_losses.max(dim=1).values.mean(), pair_losses.mean())
         return [view_a, view_b]
 
@@ -103,5 +119,4 @@ class HardAugment(hasten.Plugin):
     def hasten_plan_step(self, state: State, step: int, batch_size: int) -> dict[str, Any] | None:
         if not isinstance(state.task, PairScoring) or not state.sampling_active(step):
             return None
-        per_view = state.task.scoring_flops_per_view(state.flops, self.selection_resolution(state))
-        return {self.name: self.settings.num_views * batch_size * per_view}
+        return {self.name: self.mining_flops(state, state.task, batch_size)}

@@ -14,6 +14,7 @@ from __future__ import annotations
 from hasten_progressive.plugin import Progressive
 from hasten_progressive.schedules import (
     magnitude_at,
+    mean_inverse_square,
     num_stages,
     quadratic_speedup,
     resolution_at,
@@ -21,4 +22,7 @@ from hasten_progressive.schedules import (
     stages,
 )
 
-__all__ = ["Progressive", "magnitude_at", "num_stages", "quadratic_speedup", "resolution_at", "schedule", "stages"]
+__all__ = [
+    "Progressive", "magnitude_at", "mean_inverse_square", "num_stages", "quadratic_speedup", "resolution_at",
+    "schedule", "stages",
+]

@@ -9,7 +9,6 @@ so this plugin only has to set the two numbers.
 
 from __future__ import annotations
 
-import math
 from array import array
 from typing import Any
 
@@ -17,13 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 import hasten
-from hasten.api import check_resolution
+from hasten.api import check_resolution, smallest_resolution
 from hasten_progressive.schedules import (
     Mode,
     check_arguments,
     check_resolutions,
     magnitude_at,
+    mean_inverse_square,
     num_stages,
+    quadratic_speedup,
     resolution_at,
 )
 
@@ -69,12 +70,6 @@ def _user_error(problem: ValueError, note: str = "") -> hasten.UserError:
     return hasten.UserError(f"{KEY}.{problem}{note}")
 
 
-def _smallest_legal(minimum: int, step: int, patch: int | None) -> int:
-    """The smallest multiple of ``step`` (and of ``patch``) that is >= ``minimum``."""
-    unit = step if patch is None else math.lcm(step, patch)
-    return max(unit, -(-minimum // unit) * unit)
-
-
 def check_model_resolutions(
     model: nn.Module, resolutions: list[int], settings: ProgressiveSettings, max_resolution: int
 ) -> None:
@@ -89,7 +84,7 @@ def check_model_resolutions(
         patch = patch if isinstance(patch, int) else None
         smallest = resolutions[0]
         if minimum > 0 and smallest < minimum:
-            legal = _smallest_legal(minimum, settings.resolution_step, patch)
+            legal = smallest_resolution(module, multiple_of=settings.resolution_step)
             fix = (
                 f"the smallest legal value (a multiple of resolution_step {settings.resolution_step}"
                 f"{f' and of the patch size {patch}' if patch else ''}) is {legal}"
@@ -148,7 +143,7 @@ class Progressive(hasten.Plugin):
     def hasten_setup(self, state: hasten.State) -> None:
         """Check that the model takes every scheduled resolution; fix r_max."""
         s = self.settings
-        if state.task.info.resolution == 0:
+        if state.task.info.is_vector:
             raise hasten.UserError(
                 f"{KEY}: a resolution schedule needs image data; data.dataset {state.config.data.dataset!r} "
                 "holds vectors. Remove the plugin for this dataset"
@@ -187,3 +182,24 @@ class Progressive(hasten.Plugin):
         step = min(state.step, len(self.resolutions) - 1)
         state.resolution = self.resolutions[step]
         state.aug_magnitude = self.magnitudes[step]
+
+
+    # ----------------------------------------------------------- planning
+    @hasten.hookimpl
+    def hasten_plan_summary(self, state: hasten.State, resolutions: list[int]) -> dict[str, Any] | None:
+        """``hasten estimate``: eq. 3.9's quadratic estimate of the planned schedule (docs/methods.md)."""
+        if not resolutions:
+            return None
+        figures = {
+            # eq. 3.9, as the research states it
+            "M_eq_3_9": mean_inverse_square(resolutions, state.max_resolution),
+            # the same cost ~ r^2 assumption, as a ratio of summed costs
+            "r2_cost_speedup": quadratic_speedup(resolutions, state.max_resolution),
+        }
+        lines = []
+        if len(set(resolutions)) > 1:
+            lines = [
+                f"quadratic estimate M = 1/L sum (r_max/r_t)^2 (docs/methods.md eq. 3.9): {figures['M_eq_3_9']:.3f}x",
+                f"cost ~ r^2 as a ratio of summed costs: {figures['r2_cost_speedup']:.3f}x",
+            ]
+        return {"key": "quadratic", "figures": figures, "lines": lines}

@@ -38,10 +38,10 @@ what the research computes.)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 Mode = Literal["super", "classic"]
-MODES: tuple[str, ...] = ("super", "classic")
+MODES: tuple[str, ...] = get_args(Mode)  # the one declaration is Mode
 
 
 def check_resolutions(min_resolution: int, max_resolution: int, resolution_step: int) -> None:
@@ -179,12 +179,20 @@ def quadratic_speedup(resolutions: Sequence[int], max_resolution: int) -> float:
     return len(resolutions) * max_resolution**2 / sum(r * r for r in resolutions)
 
 
+def mean_inverse_square(resolutions: Sequence[int], max_resolution: int) -> float:
+    """Eq. 3.9 as the research states it: ``M = 1/L sum_t (r_max / r_t)^2`` (1.0 for a constant full resolution)."""
+    if not resolutions:
+        raise ValueError("resolutions: empty sequence")
+    return sum((max_resolution / r) ** 2 for r in resolutions) / len(resolutions)
+
+
 __all__ = [
     "MODES",
     "Mode",
     "check_arguments",
     "check_resolutions",
     "magnitude_at",
+    "mean_inverse_square",
     "num_stages",
     "quadratic_speedup",
     "resolution_at",

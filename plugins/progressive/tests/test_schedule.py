@@ -6,7 +6,7 @@ from itertools import pairwise
 
 import pytest
 
-from hasten_progressive import quadratic_speedup, schedule, stages
+from hasten_progressive import mean_inverse_square, quadratic_speedup, schedule, stages
 
 DEFAULTS = dict(min_resolution=96, max_resolution=224, resolution_step=32)
 
@@ -88,3 +88,9 @@ def test_other_sizes_and_steps():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         schedule(0, 10, **{**DEFAULTS, **kwargs})
+
+
+def test_eq_3_9_mean_inverse_square():
+    # M = 1/L sum (r_max / r_t)^2: four steps at half resolution, four at full
+    assert mean_inverse_square([8] * 4 + [16] * 4, 16) == pytest.approx(2.5)
+    assert mean_inverse_square([224] * 3, 224) == 1.0

@@ -47,6 +47,7 @@ from hasten.api import (
     PerSampleLosses,
     build_model,
     check_resolution,
+    is_image_batch,
     legal_resolution,
     model_unchanged,
     resize_batch,
@@ -241,7 +242,7 @@ class Selection(hasten.Plugin):
     def _build_proxy(self, state: hasten.State) -> torch.nn.Module:
         """The proxy: a small_resnet of ``proxy_width`` for the task's classes and channels, on the device."""
         info = state.data.info
-        if info.resolution == 0:
+        if info.is_vector:
             raise hasten.UserError(
                 f"plugins.selection.scoring: 'proxy' scores with a small ResNet, which needs image data; "
                 f"data.dataset {state.config.data.dataset!r} is vector data (allowed here: forward, memory, mixed)"
@@ -318,7 +319,7 @@ class Selection(hasten.Plugin):
         """The task's view of ``batch`` downsampled to r_hat, and r_hat (0 for vector data)."""
         view = batch.views[0]
         resolution = 0
-        if view.dim() == 4:
+        if is_image_batch(view):
             resolution = self.scoring_resolution(view.shape[-1])
             view = resize_batch(view, resolution)
             if self._channels_last:
@@ -369,10 +370,7 @@ class Selection(hasten.Plugin):
         selected = batch.subset(keep)
         self.last_resolution = resolution
         self.last_scored = scored
-        per_sample = 0.0
-        if scored:
-            per_sample = state.flops.forward_per_sample(self.scorer(state), state.task.input_shape(resolution))
-        state.flops.add_overhead(self.name, per_sample * scored)
+        state.flops.add_overhead(self.name, self.scoring_flops(state, resolution, scored))
         if self.proxy is not None:
             self.train_proxy(state, view[keep], selected, resolution)
         if memory is not None:
@@ -385,6 +383,19 @@ class Selection(hasten.Plugin):
     def scorer(self, state: hasten.State) -> torch.nn.Module:
         """The module the scoring forward runs: the proxy, or the (unwrapped) model."""
         return self.proxy if self.proxy is not None else state.model
+
+    # The overhead FLOPs, one formula each for training (reported) and planning (hasten_plan_step).
+    def scoring_flops(self, state: hasten.State, resolution: int, count: int) -> float:
+        """Scoring ``count`` candidates at ``resolution``: one forward of the scorer each."""
+        if not count:
+            return 0.0
+        return state.flops.forward_per_sample(self.scorer(state), state.task.input_shape(resolution)) * count
+
+    def proxy_training_flops(self, state: hasten.State, resolution: int, count: int) -> float:
+        """One training step of the proxy on ``count`` samples at ``resolution``."""
+        assert self.proxy is not None
+        per_sample = state.flops.forward_per_sample(self.proxy, state.task.input_shape(resolution))
+        return state.flops.train_step_flops(per_sample, count)
 
     def score(self, state: hasten.State, inputs: torch.Tensor, batch: hasten.Batch) -> torch.Tensor:
         """Per-sample losses of ``inputs`` without gradient, leaving every model buffer as it was.
@@ -417,8 +428,7 @@ class Selection(hasten.Plugin):
         loss.backward()
         optimizer.step()
         self._proxy_loss = loss.detach()
-        per_sample = state.flops.forward_per_sample(proxy, state.task.input_shape(resolution))
-        state.flops.add_overhead(PROXY_TRAINING, state.flops.train_step_flops(per_sample, len(batch)))
+        state.flops.add_overhead(PROXY_TRAINING, self.proxy_training_flops(state, resolution, len(batch)))
 
     @hasten.hookimpl
     def hasten_step_end(self, state: hasten.State, output: hasten.StepOutput) -> None:
@@ -500,14 +510,12 @@ class Selection(hasten.Plugin):
         if self.proxy is not None:
             if not (selecting or self.proxy_trains(state, step)):
                 return None
-            per_sample = state.flops.forward_per_sample(self.proxy, state.task.input_shape(resolution))
-            planned = {PROXY_TRAINING: state.flops.train_step_flops(per_sample, state.batch_size)}
+            planned = {PROXY_TRAINING: self.proxy_training_flops(state, resolution, state.batch_size)}
             if selecting:
-                planned[self.name] = per_sample * batch_size
+                planned[self.name] = self.scoring_flops(state, resolution, batch_size)
             return planned
         if not selecting:
             return None
         if settings.scoring == "memory":
             return {self.name: 0.0}
-        per_sample = state.flops.forward_per_sample(state.task.model, state.task.input_shape(resolution))
-        return {self.name: per_sample * batch_size}
+        return {self.name: self.scoring_flops(state, resolution, batch_size)}

@@ -19,13 +19,13 @@ distribution of successive draws without replacement (what
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
 Strategy = Literal["probabilistic", "greedy", "uniform"]
-STRATEGIES: tuple[str, ...] = ("probabilistic", "greedy", "uniform")
+STRATEGIES: tuple[str, ...] = get_args(Strategy)  # the one declaration is Strategy
 
 
 def rank_log_coefficients(num_candidates: int, beta: float, device: torch.device | str = "cpu") -> Tensor:

@@ -13,8 +13,8 @@ import torch
 from pydantic import BaseModel
 
 import hasten
-from hasten.builtins.estimate import plan
 from hasten.checkpoint import checkpoint_path, load_checkpoint
+from hasten.commands.estimate import plan
 from hasten.engine import Trainer, train
 from hasten.plugins import register_plugin, unregister_plugin
 from hasten_selection.plugin import PROXY_TRAINING

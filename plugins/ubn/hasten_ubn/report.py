@@ -42,11 +42,11 @@ def sample_rows(size: int, limit: int, seed: int = 0) -> list[int]:
 
 
 def model_inputs(dataset: Any, info: Any, resolution: int, batch_size: int, limit: int) -> Iterator[torch.Tensor]:
-    """Eval-preprocessed model inputs of ``limit`` samples of ``dataset`` (:func:`sample_rows`; vectors as float)."""
+    """Eval-preprocessed model inputs of ``limit`` samples of ``dataset`` (:func:`sample_rows`)."""
     rows = sample_rows(len(dataset), limit)
     for start in range(0, len(rows), batch_size):
         images = dataset.__getitems__(rows[start:start + batch_size])[0]
-        yield images.float() if images.dim() != 4 else eval_inputs(images, resolution, info)
+        yield eval_inputs(images, resolution, info)
 
 
 def load_trained(config: Any, checkpoint: str) -> tuple[Any, Any]:
@@ -89,7 +89,7 @@ def report(
 def _random_inputs(dataset: Any, info: Any, resolution: int, size: int, generator: torch.Generator) -> torch.Tensor:
     rows = torch.randperm(len(dataset), generator=generator)[:size].tolist()
     images = dataset.__getitems__(rows)[0]
-    return images.float() if images.dim() != 4 else eval_inputs(images, resolution, info)
+    return eval_inputs(images, resolution, info)
 
 
 def eval_inputs(images: torch.Tensor, resolution: int, info: Any) -> torch.Tensor:
@@ -124,7 +124,7 @@ def mc_bn_report(
             parts.append(_random_inputs(data.unlabeled, data.info, resolution, unlabeled_size, generator))
         batches.append(torch.cat(parts))
     images, labels = data.val.__getitems__(sample_rows(len(data.val), max_images, seed))[:2]
-    inputs = images.float() if images.dim() != 4 else eval_inputs(images, resolution, data.info)
+    inputs = eval_inputs(images, resolution, data.info)
     selected = config.plugin_settings("ubn").get("layers") if ubn else None
     try:
         mean, std = mc_bn_predict(task.model, inputs, batches, layers=selected)

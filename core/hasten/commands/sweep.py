@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from hasten.commands.components import check_optimizer_name
 from hasten.config import Config, load_config
 from hasten.errors import UserError
 from hasten.frontier import Point, speedup_against
@@ -245,6 +246,7 @@ def prepare(paths: Sequence[str], overrides: Sequence[str], budgets: Sequence[fl
         if not Path(path).is_file():
             raise UserError(f"hasten sweep: CONFIG: config file {path!r} not found")
         config = load_config(path, list(overrides))
+        check_optimizer_name(config)
         if config.run.max_steps is None and config.run.epochs is None:
             raise UserError(f"{path}: run.max_steps or run.epochs must be set: a sweep's budgets are fractions "
                             "of that length")
@@ -620,8 +622,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_sweep_command(subparsers: Any) -> None:
-    from hasten.cli import add_config_arguments
+def add_command(subparsers: Any) -> None:
+    from hasten.commands.arguments import add_config_arguments
 
     parser = subparsers.add_parser(
         "sweep", help="train configs at several budgets and seeds: accuracy-vs-compute frontiers and speed-ups"

@@ -28,20 +28,20 @@ from hasten.data.augment import eval_batch
 from hasten.data.module import DataModule
 from hasten.data.stream import eval_batches
 from hasten.errors import UserError
+from hasten.models import model_unchanged
 from hasten.registry import REGISTRY
 
 
-@torch.no_grad()
 def extract_features(backbone: Any, dataset: Any, info: Any, resolution: int, device: torch.device,
                      batch_size: int = 256) -> tuple[Tensor, Tensor]:
-    """``forward_features`` and labels of a whole dataset (eval mode, whole images)."""
-    backbone.eval()
+    """``forward_features`` and labels of a whole dataset (eval mode, whole images; the backbone unchanged)."""
     features, labels = [], []
-    for batch in eval_batches(dataset, batch_size):
-        images = batch.images.to(device)
-        inputs = images.float() if images.dim() != 4 else eval_batch(images, resolution, info.mean, info.std)
-        features.append(backbone.forward_features(inputs).float())
-        labels.append(batch.labels.to(device))
+    with model_unchanged(backbone):
+        for batch in eval_batches(dataset, batch_size):
+            images = batch.images.to(device)
+            inputs = eval_batch(images, resolution, info.mean, info.std)
+            features.append(backbone.forward_features(inputs).float())
+            labels.append(batch.labels.to(device))
     return torch.cat(features), torch.cat(labels)
 
 
@@ -147,8 +147,8 @@ def cmd_linear_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_linear_probe_command(subparsers: Any) -> None:
-    from hasten.cli import add_config_arguments
+def add_command(subparsers: Any) -> None:
+    from hasten.commands.arguments import add_config_arguments
 
     parser = subparsers.add_parser(
         "linear-probe", help="train a linear classifier on the frozen backbone of a checkpoint; print top-1"

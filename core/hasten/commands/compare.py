@@ -270,7 +270,7 @@ def _num(value: float | None, fmt: str, missing: str = "not reached") -> str:
 
 
 def format_table(report: dict[str, Any]) -> str:
-    from hasten.builtins.estimate import _flops
+    from hasten.commands.estimate import _flops
 
     metric = report["metric"]
     sign = ">=" if report["higher_is_better"] else "<="
@@ -332,8 +332,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_compare_command(subparsers: Any) -> None:
-    from hasten.cli import add_override_argument
+def add_command(subparsers: Any) -> None:
+    from hasten.commands.arguments import add_override_argument
 
     parser = subparsers.add_parser(
         "compare", help="train configs and/or read MLflow runs; table of cost to the baseline's accuracy, and a plot"

@@ -11,9 +11,10 @@ trained samples`` (``state.batch_size`` per rank x world size). No model runs
 except fvcore's counting, once per input shape.
 
 The same walk on the config with every plugin removed gives the baseline;
-the ratio of the two is the planned cost, and for a resolution schedule the
-quadratic estimate of docs/methods.md (M = 1/L sum_t (r_max / r_t)^2, eq. 3.9)
-is printed beside the counted figure.
+the ratio of the two is the planned cost. A plugin's own closed-form estimate
+of the plan (progressive's eq. 3.9 of docs/methods.md) comes from its
+``hasten_plan_summary`` and is printed beside the counted figure: the core
+computes no plugin's formula.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -57,11 +58,14 @@ class Plan:
     batch_size: int
     max_resolution: int
     train_flops: float = 0.0
+    #: samples the training stream delivers (candidate batches included): the loader's work
+    samples_loaded: int = 0
     overhead: dict[str, float] = field(default_factory=dict)
     phases: list[Phase] = field(default_factory=list)
-    #: sum over steps of (r_max / r_t)^2 and of (r_t / r_max)^2, for the quadratic estimates
-    inverse_square_sum: float = 0.0
-    square_sum: float = 0.0
+    #: each step's resolution
+    resolutions: list[int] = field(default_factory=list)
+    #: the plugins' own estimates of the plan (``hasten_plan_summary``): key -> (figures, text lines)
+    summaries: dict[str, tuple[dict[str, Any], list[str]]] = field(default_factory=dict)
 
     @property
     def overhead_flops(self) -> float:
@@ -79,6 +83,7 @@ class Plan:
             "train_flops": self.train_flops,
             "overhead_flops": self.overhead_flops,
             "total_flops": self.total_flops,
+            "samples_loaded": self.samples_loaded,
             "overhead": dict(self.overhead),
             "phases": [p.as_dict() for p in self.phases],
         }
@@ -106,7 +111,11 @@ def plan(config: Config) -> Plan:
 
     trainer = Trainer(config)  # a Trainer of its own: the walk's state changes stay in it
     try:
-        return _walk(trainer)
+        result = _walk(trainer)
+        for part in trainer.hooks.hasten_plan_summary(state=trainer.state, resolutions=list(result.resolutions)):
+            if part:
+                result.summaries[str(part["key"])] = (dict(part.get("figures", {})), list(part.get("lines", [])))
+        return result
     finally:
         trainer.close()
 
@@ -134,19 +143,24 @@ def _walk(trainer: Any) -> Plan:
                 result.overhead[name] = result.overhead.get(name, 0.0) + float(value) * world
                 overhead += float(value) * world
         result.train_flops += train
+        result.samples_loaded += int(delivered if delivered is not None else state.batch_size) * world
         if phase is None or phase.resolution != resolution:
             phase = Phase(step, step, resolution)
             result.phases.append(phase)
         phase.last_step = step
         phase.train_flops += train
         phase.overhead_flops += overhead
-        result.inverse_square_sum += (state.max_resolution / resolution) ** 2
-        result.square_sum += (resolution / state.max_resolution) ** 2
+        result.resolutions.append(resolution)
     return result
 
 
 def estimate(config: Config) -> dict[str, Any]:
     """The planned cost of ``config`` and of the same config without plugins."""
+    return estimate_with_notes(config)[0]
+
+
+def estimate_with_notes(config: Config) -> tuple[dict[str, Any], list[str]]:
+    """:func:`estimate`, and the text lines of the plugins' own estimates (``hasten_plan_summary``)."""
     with _dry_config(config, without_plugins=False) as dry:
         planned = plan(dry)
     with _dry_config(config, without_plugins=True) as dry:
@@ -154,20 +168,18 @@ def estimate(config: Config) -> dict[str, Any]:
             baseline = plan(dry)
         except UserError as exc:
             raise UserError(f"hasten estimate: the config without its plugins is not valid: {exc}") from None
-    steps = max(1, planned.steps)
-    return {
+    report: dict[str, Any] = {
         "config": planned.as_dict(),
         "baseline": baseline.as_dict(),
         "ratio": planned.total_flops / baseline.total_flops if baseline.total_flops else float("nan"),
         "speedup": baseline.total_flops / planned.total_flops if planned.total_flops else float("nan"),
-        "quadratic": {
-            # docs/methods.md eq. 3.9, as the research states it
-            "M_eq_3_9": planned.inverse_square_sum / steps,
-            # the same cost ~ r^2 assumption, as a ratio of summed costs
-            "r2_cost_speedup": steps / planned.square_sum if planned.square_sum else float("nan"),
-        },
-        "varying_resolution": len({p.resolution for p in planned.phases}) > 1,
     }
+    notes: list[str] = []
+    for key, (figures, lines) in planned.summaries.items():
+        report[key] = figures
+        notes += lines
+    report["varying_resolution"] = len({p.resolution for p in planned.phases}) > 1
+    return report, notes
 
 
 def _flops(value: float) -> str:
@@ -177,7 +189,8 @@ def _flops(value: float) -> str:
     return f"{value:.0f} "
 
 
-def format_report(report: dict[str, Any], source: str) -> str:
+def format_report(report: dict[str, Any], source: str, notes: Sequence[str] = ()) -> str:
+    """The text report; ``notes``: the plugins' own estimates, printed beside the counted speed-up."""
     cfg, base = report["config"], report["baseline"]
     lines = [
         f"hasten estimate: {source}",
@@ -200,14 +213,9 @@ def format_report(report: dict[str, Any], source: str) -> str:
         span = f"{phase['first_step']}-{phase['last_step']} ({phase['steps']})"
         share = phase["total_flops"] / max(cfg["total_flops"], 1e-30)
         lines.append(f"  {span:<20}{phase['resolution']:>12}{_flops(phase['total_flops']):>16}{share:>10.1%}")
-    if report["varying_resolution"]:
-        quad = report["quadratic"]
-        lines += [
-            "",
-            f"  quadratic estimate M = 1/L sum (r_max/r_t)^2 (docs/methods.md eq. 3.9): {quad['M_eq_3_9']:.3f}x",
-            f"  cost ~ r^2 as a ratio of summed costs: {quad['r2_cost_speedup']:.3f}x",
-            f"  counted (fvcore, whole run incl. overhead): {report['speedup']:.3f}x",
-        ]
+    if notes:
+        lines += ["", *(f"  {note}" for note in notes),
+                  f"  counted (fvcore, whole run incl. overhead): {report['speedup']:.3f}x"]
     return "\n".join(lines)
 
 
@@ -215,16 +223,16 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     from hasten.config import load_config
 
     config = load_config(args.config, args.overrides)
-    report = estimate(config)
+    report, notes = estimate_with_notes(config)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(format_report(report, args.config))
+        print(format_report(report, args.config, notes))
     return 0
 
 
-def add_estimate_command(subparsers: Any) -> None:
-    from hasten.cli import add_config_arguments
+def add_command(subparsers: Any) -> None:
+    from hasten.commands.arguments import add_config_arguments
 
     parser = subparsers.add_parser(
         "estimate", help="planned FLOPs of a config (train, overhead, total) against the config without plugins"

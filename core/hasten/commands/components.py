@@ -1,4 +1,4 @@
-"""``hasten components [--json]``: every dataset, model, task and schedule with its options.
+"""``hasten components [--json]``: every dataset, model, task, schedule and optimizer with its options.
 
 The core's components and those every installed plugin registers (its
 ``hasten_register`` is called on a copy of the registry, with no settings:
@@ -37,6 +37,12 @@ def discover_components(registry: Registry | None = None) -> tuple[Registry, lis
     return found, problems
 
 
+def check_optimizer_name(config: Any) -> None:
+    """Refuse an unknown ``optim.name`` (the core's and installed plugins' optimizers) before any work:
+    for commands that read configs without building a run first (``hasten config``, ``hasten sweep``)."""
+    discover_components()[0].optimizers.get(config.optim.name, key="optim.name")
+
+
 def component_rows(registry: Registry) -> dict[str, list[dict[str, Any]]]:
     """kind -> one row per component: name, distribution, summary, options (name, type, default, description)."""
     return {
@@ -64,7 +70,8 @@ def cmd_components(args: Any) -> int:
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
-    notes = {"schedules": "options: none (the schedule section's warmup_steps, warmup_fraction, final_lr apply)"}
+    notes = {"schedules": "options: none (the schedule section's warmup_steps, warmup_fraction, final_lr apply)",
+             "optimizers": "options: none (the optim section's lr, momentum, nesterov, weight_decay, betas apply)"}
     for kind, components in rows.items():
         print(kind)
         for row in components:
@@ -79,7 +86,7 @@ def cmd_components(args: Any) -> int:
     return 0
 
 
-def add_components_command(subparsers: Any) -> None:
+def add_command(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "components", help="list datasets, models, tasks and schedules with their options and distribution"
     )
