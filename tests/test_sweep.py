@@ -170,7 +170,7 @@ def test_compare_reports_the_speedup_against_a_sweep_frontier(tmp_path: Path, ca
     assert item["speedup"] == pytest.approx(expected.speedup)
     assert item["speedup"] == pytest.approx(10 ** (15 * run["final"]) / run["total_flops"], rel=1e-6)
     # the table: its own named column beside the compute and wall-time speed-ups, defined under the table
-    from hasten.builtins.compare import format_table
+    from hasten.commands.compare import format_table
 
     table = format_table(report)
     header = next(line for line in table.splitlines() if line.startswith("run"))
