@@ -95,7 +95,7 @@ def test_a_killed_sweep_continues_without_retraining_finished_runs(tmp_path: Pat
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(30)
     done_before = {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*/*.json")}
-    assert 1 <= len(done_before) < 3
+    assert 0 < len(done_before) < 3
 
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stdout + finished.stderr
