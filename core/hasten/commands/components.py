@@ -88,7 +88,7 @@ def cmd_components(args: Any) -> int:
 
 def add_command(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "components", help="list datasets, models, tasks and schedules with their options and distribution"
+        "components", help="list datasets, models, tasks, schedules and optimizers with their options and distribution"
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(handler=cmd_components)

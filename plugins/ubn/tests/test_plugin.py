@@ -81,16 +81,22 @@ def test_errors_name_the_key(spiral_config, tiny_config) -> None:
         Trainer(tiny_config(data={"labeled_fraction": 1.0}, plugins={"ubn": {}}))
 
 
-def test_ubn_report_prints_table_2_1(spiral_config, tmp_path: Path, capsys) -> None:
-    config = spiral_config(run={"max_steps": 20, "checkpoint_every": 20}, plugins={"ubn": {}})
-    result = train(config)
-    checkpoint = next((Path(result.run_dir) / "checkpoints").iterdir())
-    config_file = tmp_path / "spiral.yaml"
+def trained_for_report(config, tmp_path: Path) -> tuple[argparse.ArgumentParser, Path, Path]:
+    """Train ``config``, write it to a YAML file; the ``ubn-report`` parser, that file and the checkpoint."""
     import yaml
 
+    result = train(config)
+    checkpoint = next((Path(result.run_dir) / "checkpoints").iterdir())
+    config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     parser = argparse.ArgumentParser()
     add_report_command(parser.add_subparsers())
+    return parser, config_file, checkpoint
+
+
+def test_ubn_report_prints_table_2_1(spiral_config, tmp_path: Path, capsys) -> None:
+    config = spiral_config(run={"max_steps": 20, "checkpoint_every": 20}, plugins={"ubn": {}})
+    parser, config_file, checkpoint = trained_for_report(config, tmp_path)
     args = parser.parse_args(["ubn-report", str(config_file), "--checkpoint", str(checkpoint), "--json"])
     assert args.handler(args) == 0
     import json
@@ -168,15 +174,8 @@ def test_ubn_report_mc_bn_on_a_trained_cnn(tiny_config, tmp_path: Path, capsys) 
     """`ubn-report --mc-bn T` on a small ResNet: distances and MC-BN figures from the checkpoint."""
     import json
 
-    import yaml
-
     config = tiny_config(run={"checkpoint_every": 4}, plugins={"ubn": {}})
-    result = train(config)
-    checkpoint = next((Path(result.run_dir) / "checkpoints").iterdir())
-    config_file = tmp_path / "tiny.yaml"
-    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    parser = argparse.ArgumentParser()
-    add_report_command(parser.add_subparsers())
+    parser, config_file, checkpoint = trained_for_report(config, tmp_path)
     args = parser.parse_args(["ubn-report", str(config_file), "--checkpoint", str(checkpoint), "--mc-bn", "4",
                               "--max-images", "64", "--json"])
     assert args.handler(args) == 0
