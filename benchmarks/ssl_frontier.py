@@ -266,7 +266,8 @@ def speedup_spread(per_seed: list[FrontierSpeedup]) -> str:
 
 def checks_text(records: list[sweep.SweepRecord], baseline: str, untrained: list[float], margin: float) -> str:
     """The untrained reference and the plateau and learning checks, each saying met or NOT met."""
-    lines = [f"Untrained reference ({UNTRAINED}, {len(untrained)} seeds): {METRIC} {spread(untrained)}."
+    lines = [f"Untrained reference (the {METHODS[0]} config after 1 step, for both methods: kNN reads only the "
+             f"backbone; {len(untrained)} seeds): {METRIC} {spread(untrained)}."
              if untrained else f"Untrained reference: not measured yet ({UNTRAINED})."]
     doubled = doubling_gain(records, baseline)
     if doubled is None:
