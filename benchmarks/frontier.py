@@ -221,14 +221,23 @@ def entries_for(dataset: str, out: Path, quick: bool, threads: int,
     if found is None:
         return None
     configs, _ = found
+    return write_entries(configs, out, "frontier", "benchmarks/frontier.py")
+
+
+def write_entries(configs: dict[str, dict[str, Any]], out: Path, experiment: str,
+                  writer: str) -> list[sweep.SweepConfig]:
+    """Each config (label -> dict) written as ``out/configs/<label>.yaml`` and loaded as a sweep entry.
+
+    The runs are tracked in ``out/mlflow.db`` (experiment ``experiment``) and trained under ``out/runs``.
+    """
     folder = out / "configs"
     folder.mkdir(parents=True, exist_ok=True)
-    overrides = [f"tracking.uri=sqlite:///{(out / 'mlflow.db').resolve()}", "tracking.experiment=frontier",
+    overrides = [f"tracking.uri=sqlite:///{(out / 'mlflow.db').resolve()}", f"tracking.experiment={experiment}",
                  f"run.output_dir={out / 'runs'}"]
     entries = []
     for label, config in configs.items():
         path = folder / (sweep._slug(label) + ".yaml")
-        path.write_text("# written by benchmarks/frontier.py; budgets and seeds are set by the sweep\n"
+        path.write_text(f"# written by {writer}; budgets and seeds are set by the sweep\n"
                         + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         entries.extend(sweep.prepare([str(path)], overrides, [1.0], 1, [label]))
     return entries
@@ -247,13 +256,31 @@ def techniques_plan(entries: list[sweep.SweepConfig], seed: int) -> Plan:
     return [(e, b, seed) for e in entries[1:] for b in SHORT_BUDGETS]
 
 
-def plateau_text(records: list[sweep.SweepRecord], baseline: str, metric: str) -> str:
-    """The baseline's plateau check: doubling from budget 1/2 to 1, and its training-set accuracy."""
+def doubling_gain(records: list[sweep.SweepRecord],
+                  baseline: str) -> tuple[sweep.FrontierRow, sweep.FrontierRow, float] | None:
+    """The baseline's rows at budgets 1 and 1/2 and the median metric gained from 1/2 to 1; None if one is missing."""
     rows = {r.budget: r for r in sweep.frontier_rows(records) if r.label == baseline}
     if 1.0 not in rows or 0.5 not in rows:
+        return None
+    return rows[1.0], rows[0.5], rows[1.0].median_value - rows[0.5].median_value
+
+
+def plan_status(dataset: str, out: Path, items: Plan) -> list[bool]:
+    """Print one line per planned run (done or to do); whether each is done."""
+    done = []
+    for entry, budget, seed in items:
+        done.append(sweep.record_path(out, entry.label, entry.config_hash, budget, seed).is_file())
+        print(f"{dataset:14s} seed {seed} {entry.label:48s} budget {budget:.3g}: "
+              f"{'done' if done[-1] else 'to do'}")
+    return done
+
+
+def plateau_text(records: list[sweep.SweepRecord], baseline: str, metric: str) -> str:
+    """The baseline's plateau check: doubling from budget 1/2 to 1, and its training-set accuracy."""
+    doubled = doubling_gain(records, baseline)
+    if doubled is None:
         return "Plateau check: the baseline's budgets 0.5 and 1 are not both measured yet."
-    full, half = rows[1.0], rows[0.5]
-    gain = full.median_value - half.median_value
+    full, half, gain = doubled
     train = f"{min(full.trainset_acc1):.3f}-{max(full.trainset_acc1):.3f}" if full.trainset_acc1 else "n/a"
     ok = gain < 0.01 and bool(full.trainset_acc1) and min(full.trainset_acc1) >= 0.9
     return (f"Plateau check ({len(full.values)} seeds at budget 1, {len(half.values)} at 1/2): doubling the "
@@ -400,10 +427,7 @@ def main() -> int:
                      else techniques_plan(entries, seed))
             if args.plan:
                 planned_items.setdefault(dataset, []).extend(items)
-                for entry, budget, s in items:
-                    done = sweep.record_path(out, entry.label, entry.config_hash, budget, s).is_file()
-                    print(f"{dataset:14s} seed {s} {entry.label:48s} budget {budget:.3g}: "
-                          f"{'done' if done else 'to do'}")
+                plan_status(dataset, out, items)
                 continue
             sweep.run_plan(items, out)
             report(dataset, entries, out, args.quick, args.seeds, scale)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -53,6 +54,10 @@ def test_sweep_trains_each_budget_and_seed_once_and_reports_the_frontier(tmp_pat
     by_budget = {r.budget: r.steps for r in records}
     assert by_budget == {0.5: 4, 1.0: 8}  # each budget a fraction of the length, fully annealed at its own
     assert all(r.train_flops > 0 and r.trainset_acc1 is not None for r in records)
+    # each record names the checkout's commit: 12 hex digits, "+dirty" with local changes (None without git)
+    commit = sweep.code_commit()
+    assert commit is None or re.fullmatch(r"[0-9a-f]{12}(\+dirty)?", commit)
+    assert {r.code_commit for r in records} == {commit}
     half, full = (sorted(r.train_flops for r in records if r.budget == b)[0] for b in (0.5, 1.0))
     assert full == pytest.approx(2 * half, rel=1e-6)  # training FLOPs, evaluation excluded
     # every run is an MLflow run tagged with the config's hash, its budget and seed; plus the sweep's own run

@@ -274,9 +274,17 @@ def higher_is_better(metric: str) -> bool:
     return not ("loss" in metric or "error" in metric or "abs_rel" in metric)
 
 
+def code_commit() -> str | None:
+    """The checkout's git commit, 12 digits, "+dirty" with local changes (what a record names); None without git."""
+    from hasten.builtins.tracking import git_commit
+
+    commit = git_commit()
+    return None if commit is None else commit[0][:12] + ("+dirty" if commit[1] else "")
+
+
 def run_one(entry: SweepConfig, budget: float, seed: int, out: Path) -> SweepRecord:
     """Train ``entry`` at ``budget`` and ``seed`` (tracked, tagged), write and return its record."""
-    from hasten.builtins.tracking import git_commit, resolve_uri
+    from hasten.builtins.tracking import resolve_uri
     from hasten.engine import train
 
     config = with_budget(entry.config, budget)
@@ -310,7 +318,6 @@ def run_one(entry: SweepConfig, budget: float, seed: int, out: Path) -> SweepRec
         raise UserError(f"eval.metric: {metric!r} was not produced by the run of {entry.path} "
                         f"(produced: {', '.join(sorted(k for k in metrics if '/' in k))})")
     info = state.scratch.get("tracking", {})
-    commit = git_commit()
     record = SweepRecord(
         label=entry.label,
         config_hash=entry.config_hash,
@@ -328,7 +335,7 @@ def run_one(entry: SweepConfig, budget: float, seed: int, out: Path) -> SweepRec
         trainset_loss=metrics.get("trainset/loss"),
         metrics={k: v for k, v in metrics.items() if k.startswith(("val/", "trainset/", "knn/"))},
         finished_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        code_commit=None if commit is None else commit[0][:12] + ("+dirty" if commit[1] else ""),
+        code_commit=code_commit(),
         run_hash=trained_hash,
     )
     write_record(record_path(out, entry.label, entry.config_hash, budget, seed), record)
