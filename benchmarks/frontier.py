@@ -193,7 +193,7 @@ def recipes(dataset: str, quick: bool, threads: int,
             out.pop("schedule")  # F1-CLR owns the LR and momentum
         return out
 
-    return {
+    configs = {
         "uniform": base,
         "selection + cool-down": plus(selection=selection, cooldown=cooldown),
         # beyond the research: scored at 3/4 of the training side with batch statistics, since
@@ -212,7 +212,18 @@ def recipes(dataset: str, quick: bool, threads: int,
         "selection (proxy) + cool-down": plus(selection={**selection, "scoring": "proxy",
                                                          "proxy_width": s["proxy_width"] if gpu and not quick else 4},
                                               cooldown=cooldown),
-    }, steps
+    }
+    if not gpu:  # the CPU study's additions (the gpu-short suite keeps to its 8 minutes)
+        configs.update({
+            # which half of super-progressive + F1-CLR costs or buys accuracy: each alone
+            "super-progressive (cosine)": plus(progressive=progressive),
+            "F1-CLR": plus(f1clr=f1clr),
+            # the two readings above the frontier stacked (beyond the research): loss-memory selection (no
+            # scoring forward) with super-progressive + F1-CLR
+            "fast, loss memory (selection + super-progressive + F1-CLR)": plus(
+                selection={**selection, "scoring": "memory"}, progressive=progressive, f1clr=f1clr),
+        })
+    return configs, steps
 
 
 def entries_for(dataset: str, out: Path, quick: bool, threads: int,

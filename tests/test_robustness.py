@@ -35,6 +35,17 @@ def checkpoints(run_dir: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------- 1. damaged checkpoints
+def test_a_run_without_checkpoint_every_leaves_its_trained_state(tmp_path):
+    """The default (checkpoint_every null): no periodic checkpoint, one at the end with the final weights."""
+    result = train(validate_config(tiny(tmp_path, run={"max_steps": 5})))
+    run_dir = tmp_path / "run"
+    assert checkpoints(run_dir) == ["step-000000005.pt"]
+    saved = torch.load(run_dir / "checkpoints" / "step-000000005.pt", weights_only=True)
+    assert saved["step"] == 5
+    final = result.state.model.state_dict()
+    assert all(torch.equal(saved["model"][k], final[k].cpu()) for k in final)
+
+
 def test_resume_whose_only_checkpoint_is_damaged_stops_and_keeps_the_file(tmp_path, capsys):
     config = tiny(tmp_path, run={"max_steps": 4, "checkpoint_every": 2, "keep_checkpoints": 1})
     train(validate_config(config))

@@ -431,8 +431,7 @@ class Trainer:
             self._check_finite(bad_step)
             self._check_state()  # the final weights too: a run never ends "finished" with non-finite state
             self._evaluate()
-            if ckpt_every:
-                self.save_checkpoint()
+            self.save_checkpoint()  # every finished run leaves its trained state, checkpoint_every or not
         except TrainingStopped as stop:
             state.stop_reason = str(stop)
             raise
