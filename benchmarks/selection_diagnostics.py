@@ -2,7 +2,8 @@
 
     python benchmarks/selection_diagnostics.py [--dataset imagenette|fashion_mnist|all]
 
-Reads the run folders of benchmarks/frontier.py (``benchmarks/results/frontier/<dataset>/runs/*/metrics.jsonl``,
+Reads the finished run folders of benchmarks/frontier.py
+(``benchmarks/results/frontier/<dataset>/runs/*/metrics.jsonl``,
 not committed) and keeps, for every run that logged hasten-selection's diagnostics, ten points of its
 training (at 10%, 20%, ... of its steps): the training loss, the candidates' scored-loss quantiles
 (q10/q50/q90), the share of candidates scored below 0.05 (``near_zero_share``: the samples selection
@@ -66,7 +67,7 @@ def trajectory(metrics_file: Path) -> dict[str, Any] | None:
 def table(records: list[dict[str, Any]]) -> str:
     lines = []
     for record in records:
-        lines.append(f"**{record['run']}** ({record['steps']} steps{'' if record['finished'] else ', unfinished'})\n")
+        lines.append(f"**{record['run']}** ({record['steps']} steps)\n")
         lines.append("| share of training | train loss | scored loss q10 / q50 / q90 | near-zero share | "
                      "selected / candidate mean loss | scored share |")
         lines.append("|---|---|---|---|---|---|")
@@ -96,11 +97,15 @@ def main() -> int:
         runs, out = args.root / dataset / "runs", RESULTS_DIR / "frontier" / dataset / "diagnostics"
         for metrics_file in sorted(runs.glob("*/metrics.jsonl")) if runs.is_dir() else []:
             record = trajectory(metrics_file)
+            if record is not None and not record["finished"]:
+                # a run stopped between sessions (it is trained again from the start): not a trajectory
+                print(f"left out {metrics_file.parent.name}: unfinished", file=sys.stderr)
+                continue
             if record is not None and record["points"]:
                 out.mkdir(parents=True, exist_ok=True)
                 (out / f"{record['run']}.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         files = sorted(out.glob("*.json")) if out.is_dir() else []
-        records = [json.loads(p.read_text(encoding="utf-8")) for p in files]
+        records = [r for r in (json.loads(p.read_text(encoding="utf-8")) for p in files) if r["finished"]]
         if not records:
             print(f"{dataset}: no run with selection diagnostics under {runs}", file=sys.stderr)
             continue
