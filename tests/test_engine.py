@@ -50,17 +50,17 @@ def test_parity_with_hand_written_loop(tiny_config):
         assert ours == pytest.approx(theirs, abs=1e-5)
 
 
-def test_same_seed_gives_identical_metrics(tiny_config):
+def test_same_seed_gives_identical_metrics(tiny_config, tmp_path):
     first = train(tiny_config(run={"max_steps": 8}))
-    second = train(tiny_config(run={"max_steps": 8}))
+    second = train(tiny_config(run={"max_steps": 8, "run_dir": str(tmp_path / "second")}))
     assert first.losses == second.losses
     assert first.metrics["val/acc1"] == second.metrics["val/acc1"]
     assert first.metrics["val/loss"] == second.metrics["val/loss"]
 
 
-def test_different_seed_differs(tiny_config):
+def test_different_seed_differs(tiny_config, tmp_path):
     first = train(tiny_config(run={"max_steps": 4, "seed": 0}))
-    second = train(tiny_config(run={"max_steps": 4, "seed": 1}))
+    second = train(tiny_config(run={"max_steps": 4, "seed": 1, "run_dir": str(tmp_path / "seed1")}))
     assert first.losses != second.losses
 
 

@@ -40,6 +40,9 @@ class RunConfig(Section):
     checkpoint_every: int | None = Field(
         None, gt=0, description="write a checkpoint every N steps (null = only at the end and on a signal)"
     )
+    final_checkpoint: bool = Field(
+        True, description="write a checkpoint when the run finishes (false: a throw-away run, e.g. lr-find's)"
+    )
     keep_checkpoints: int = Field(2, ge=1, description="how many of the newest checkpoints to keep")
     deterministic: bool = Field(True, description="deterministic kernels: the same seed gives the same run")
     progress: bool = Field(True, description="print the start banner, the progress line and the summary")

@@ -431,7 +431,8 @@ class Trainer:
             self._check_finite(bad_step)
             self._check_state()  # the final weights too: a run never ends "finished" with non-finite state
             self._evaluate()
-            self.save_checkpoint()  # every finished run leaves its trained state, checkpoint_every or not
+            if config.run.final_checkpoint:  # a finished run leaves its trained state, checkpoint_every or not
+                self.save_checkpoint()
         except TrainingStopped as stop:
             state.stop_reason = str(stop)
             raise

@@ -268,6 +268,7 @@ def lr_find_config(config: Config, steps: int) -> Config:
     run["max_steps"] = steps
     run["name"] = f"{config.run.name}-lr-find"
     run["checkpoint_every"] = None
+    run["final_checkpoint"] = False
     if config.run.run_dir:
         run["run_dir"] = f"{config.run.run_dir.rstrip('/')}-lr-find"
     evaluation = data.setdefault("eval", {})

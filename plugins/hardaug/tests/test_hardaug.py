@@ -110,7 +110,7 @@ def test_views_are_the_hardest_pair_of_m_augmentations(ssl_config):
     assert EXTRA_TARGETS not in batch.extras
 
 
-def test_run_reports_mining_flops_and_stops_in_cooldown(ssl_config):
+def test_run_reports_mining_flops_and_stops_in_cooldown(ssl_config, tmp_path):
     result = train(ssl_config("simsiam", steps=3))
     state, task = result.state, result.state.task
     per_view = state.flops.forward_per_sample(task.model, (3, 8, 8))
@@ -127,8 +127,8 @@ def test_run_reports_mining_flops_and_stops_in_cooldown(ssl_config):
 
     hasten.register_plugin(NoSampling)
     try:
-        cooled = train(ssl_config("simsiam", steps=3, plugins={"no_sampling": {}, "hardaug": {"num_views": 4,
-                                                               "selection_resolution": 8}}))
+        cooled = train(ssl_config("simsiam", steps=3, run={"run_dir": str(tmp_path / "cooled")},
+                                  plugins={"no_sampling": {}, "hardaug": {"num_views": 4, "selection_resolution": 8}}))
     finally:
         hasten.plugins.unregister_plugin("no_sampling")
     assert cooled.state.flops.overhead["hardaug"] == pytest.approx(4 * 8 * per_view)  # step 0 only

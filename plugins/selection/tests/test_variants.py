@@ -147,7 +147,7 @@ def test_memory_scoring_plans_zero_overhead(tiny_config):
 
 # ------------------------------------------------------------------- mixed
 @pytest.mark.parametrize("max_age", [0, 2, 1000])
-def test_mixed_scores_only_the_stale_candidates(tiny_config, max_age):
+def test_mixed_scores_only_the_stale_candidates(tiny_config, tmp_path, max_age):
     result, recorder, _ = run(tiny_config, {"scoring": "mixed", "memory_max_age": max_age})
     expected = expected_stale(recorder, max_age)
     assert recorder.scored == expected
@@ -165,7 +165,7 @@ def test_mixed_scores_only_the_stale_candidates(tiny_config, max_age):
         assert 0.0 <= logged["selection/near_zero_share"] <= 1.0
     # hasten estimate: an upper bound (every candidate scored)
     planned = plan(small(tiny_config, plugins={"selection": {"scoring": "mixed", "memory_max_age": max_age}},
-                         run={"max_steps": 8}))
+                         run={"max_steps": 8, "run_dir": str(tmp_path / "plan")}))
     assert planned.overhead["selection"] == pytest.approx(8 * 32 * per_sample)
 
 
@@ -184,7 +184,8 @@ def test_proxy_flops_are_counted_and_planned(tiny_config, tmp_path):
     training = steps * 16 * 3 * per_proxy  # every step trains the proxy on the b trained samples (warm-up too)
     assert state.flops.overhead == {"selection": pytest.approx(scoring), PROXY_TRAINING: pytest.approx(training)}
     assert result.metrics[f"flops/overhead/{PROXY_TRAINING}"] == pytest.approx(training)
-    planned = plan(small(tiny_config, plugins={"selection": settings}, run={"max_steps": steps}))
+    planned = plan(small(tiny_config, plugins={"selection": settings},
+                         run={"max_steps": steps, "run_dir": str(tmp_path / "plan")}))
     assert planned.overhead == {"selection": pytest.approx(scoring), PROXY_TRAINING: pytest.approx(training)}
     # The proxy's initialisation leaves the run's random streams alone: the warm-up steps equal a
     # forward-scoring run's.

@@ -51,10 +51,10 @@ def test_ubn_run_attaches_unlabeled_batches_and_counts_their_flops(tiny_config, 
     assert ubn.hasten_plan_step(state=state, step=9, batch_size=16) == {"ubn": pytest.approx(expected / 4)}
 
 
-def test_running_statistics_come_from_the_combined_batch(spiral_config) -> None:
+def test_running_statistics_come_from_the_combined_batch(spiral_config, tmp_path: Path) -> None:
     """After UBN training, the running mean of the first BN layer matches the combined data's, not the labeled's."""
     result = train(spiral_config(run={"max_steps": 60}, plugins={"ubn": {}}))
-    bn_result = train(spiral_config(run={"max_steps": 60}))
+    bn_result = train(spiral_config(run={"max_steps": 60, "run_dir": str(tmp_path / "bn")}))
     for res, which in ((result, "combined"), (bn_result, "labeled")):
         model = res.state.model
         data = res.state.data
