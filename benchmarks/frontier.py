@@ -40,7 +40,7 @@ import copy
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -286,6 +286,45 @@ def plan_status(dataset: str, out: Path, items: Plan) -> list[bool]:
     return done
 
 
+def queue_error(message: str) -> NoReturn:
+    """A bad queue file: one line naming the file, the line and what is allowed; exit 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def queued_item(line: str, entries: list[sweep.SweepConfig], where: str) -> tuple[sweep.SweepConfig, float, int]:
+    """One queue line 'LABEL|BUDGET|SEED' (BUDGET a number or a fraction such as 2/3) as a plan item."""
+    by_label = {e.label: e for e in entries}
+    try:
+        label, budget_text, seed_text = (part.strip() for part in line.split("|"))
+        numerator, _, denominator = budget_text.partition("/")
+        budget = float(numerator) / float(denominator or 1)
+        seed = int(seed_text)
+    except ValueError:
+        queue_error(f"{where}: expected 'LABEL|BUDGET|SEED', got {line!r}")
+    if label not in by_label:
+        queue_error(f"{where}: unknown recipe {label!r}; known: {', '.join(by_label)}")
+    if not 0 < budget <= 1 or seed < 0:
+        queue_error(f"{where}: budget must be in (0, 1] and seed >= 0, got {line!r}")
+    return by_label[label], budget, seed
+
+
+def run_queue(queue: Path, entries: list[sweep.SweepConfig], out: Path) -> None:
+    """Run the queue file's first run without a record, re-reading the file before every run, until none is left."""
+    while True:
+        todo = None
+        for number, line in enumerate(queue.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip() and not line.lstrip().startswith("#"):
+                entry, budget, seed = queued_item(line, entries, f"{queue}:{number}")
+                if not sweep.record_path(out, entry.label, entry.config_hash, budget, seed).is_file():
+                    todo = (entry, budget, seed)
+                    break
+        if todo is None:
+            print(f"{queue}: every queued run has a record", flush=True)
+            return
+        sweep.run_plan([todo], out)
+
+
 def plateau_text(records: list[sweep.SweepRecord], baseline: str, metric: str) -> str:
     """The baseline's plateau check: doubling from budget 1/2 to 1, and its training-set accuracy."""
     doubled = doubling_gain(records, baseline)
@@ -400,7 +439,13 @@ def main() -> int:
     parser.add_argument("--plan", action="store_true", help="list the planned runs and which are done; train nothing")
     parser.add_argument("--report", action="store_true", help="write the tables from the stored records; train nothing")
     parser.add_argument("--quick", action="store_true", help="tiny sizes on the embedded data (smoke check)")
+    parser.add_argument("--queue", type=Path, default=None, metavar="FILE",
+                        help="run in this order instead: one 'LABEL|BUDGET|SEED' per line (BUDGET may be 2/3), the "
+                        "file re-read before every run so the order can change while the study runs; done ones "
+                        "are skipped; needs one --dataset")
     args = parser.parse_args()
+    if args.queue is not None and args.dataset == "all":
+        parser.error("--queue: name the dataset the queue is for with --dataset")
     if args.seeds is None:
         args.seeds = 1 if args.scale == "gpu-short" else 3
     if args.seeds < 1:
@@ -428,6 +473,11 @@ def main() -> int:
         if entries is not None:
             studies[dataset] = (entries, out)
     planned_items: dict[str, Plan] = {}
+    if args.queue is not None and not (args.plan or args.report):
+        for dataset, (entries, out) in studies.items():
+            run_queue(args.queue, entries, out)
+            report(dataset, entries, out, args.quick, args.seeds, scale)
+        return 0
     if not args.report:
         # per seed: both baselines' frontiers (and plateau checks) first, then the techniques
         steps = [(seed, dataset, part) for seed in range(args.seeds) for part in ("baseline", "techniques")
