@@ -121,6 +121,14 @@ def locate(dataset: str) -> tuple[dict[str, Any] | None, str]:
                   "e.g. `apt-get install dataset-fashion-mnist` on Debian)")
 
 
+def located_or_skipped(dataset: str) -> dict[str, Any] | None:
+    """``dataset``'s data section, or None after printing why it is skipped (absent data never fails a study)."""
+    found, why = locate(dataset)
+    if found is None:
+        print(f"skipped {dataset}: {why}", flush=True)
+    return found
+
+
 def _relative(path: Path) -> str:
     """A path relative to the repository when it can be (record hashes then match across checkouts)."""
     try:
@@ -149,9 +157,8 @@ def recipes(dataset: str, quick: bool, threads: int,
         res, batch, width, steps = QUICK["resolution"], QUICK["batch"], QUICK["width"], QUICK["steps"]
         sel_res, sp_min, sp_step = 8, 8, 4
     else:
-        found, why = locate(dataset)
+        found = located_or_skipped(dataset)
         if found is None:
-            print(f"skipped {dataset}: {why}", flush=True)
             return None
         data = found
         res, batch, width = s["resolution"], s["batch"], s["width"]

@@ -58,7 +58,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS_DIR, SMOKE_DIR, ensure_plugins, write_section
-from frontier import Plan, doubling_gain, images_in, locate, plan_status, write_entries
+from frontier import Plan, doubling_gain, images_in, located_or_skipped, plan_status, write_entries
 from frontier import _relative as relative
 from time_to_accuracy import SCALES as TTA_SCALES
 
@@ -117,9 +117,8 @@ def recipes(dataset: str, quick: bool, threads: int) -> tuple[dict[str, dict[str
                 "options": {"train_size": sizes["train_size"], "val_size": sizes["val_size"], "colours": "fixed"}}
         steps = QUICK["steps"] if quick else s["steps"]
     else:
-        found, why = locate(dataset)
+        found = located_or_skipped(dataset)
         if found is None:
-            print(f"skipped {dataset}: {why}", flush=True)
             return None
         data = found
         steps = round(s["epochs"] * images_in(data, {"train_samples": None}) / batch)
