@@ -135,10 +135,9 @@ def recipes(dataset: str, quick: bool, threads: int) -> tuple[dict[str, dict[str
     out: dict[str, dict[str, Any]] = {}
     for method in METHODS:
         base: dict[str, Any] = {
-            # a checkpoint at the end of every run (checkpoint_every = the full length: never mid-run): the
-            # linear probe reads it
+            # every finished run writes its final checkpoint (run.final_checkpoint): the linear probe reads it
             "run": {"name": f"{dataset}-{method}", "max_steps": steps, "log_every": max(1, min(50, every)),
-                    "progress": False, "threads": threads, "checkpoint_every": steps, "keep_checkpoints": 1},
+                    "progress": False, "threads": threads},
             "data": copy.deepcopy(data),
             "model": copy.deepcopy(model),
             "task": {"name": "ssl", "options": {"method": method,

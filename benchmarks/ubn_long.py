@@ -122,9 +122,9 @@ def base_config(dataset: str, quick: bool, threads: int) -> dict[str, Any] | Non
         evaluation = {"every_steps": every, "batch_size": 128, "metric": "val/delta1"}
     data.update({"resolution": res, "batch_size": batch, "num_workers": 0})
     return {
-        # checkpoint_every = the full length: each run keeps one checkpoint, its last (not part of the run's hash)
+        # every finished run writes its final checkpoint (run.final_checkpoint): the diagnostics read it
         "run": {"name": f"ubn-long-{dataset}", "max_steps": steps, "log_every": max(1, min(50, every)),
-                "progress": False, "threads": threads, "checkpoint_every": steps, "keep_checkpoints": 1},
+                "progress": False, "threads": threads},
         "data": data,
         "model": model,
         **task,
