@@ -169,8 +169,10 @@ def recipes(dataset: str, quick: bool, threads: int,
     data.update({"resolution": res, "batch_size": batch, "num_workers": 0})
     every = max(1, steps // EVALS_PER_LENGTH)
     base: dict[str, Any] = {
+        # checkpoint_every: a run killed (a session's end) continues from its newest checkpoint, losing at
+        # most 1/12 of the length; it is not part of the recipe (hash), so earlier records stay valid.
         "run": {"name": dataset, "max_steps": steps, "log_every": max(1, min(50, every)), "progress": False,
-                "threads": threads},
+                "threads": threads, "checkpoint_every": max(1, steps // 12)},
         "data": data,
         "model": {"name": "small_resnet", "options": {"width": width}},
         "optim": {"name": "sgd", "lr": s["lr"], "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},

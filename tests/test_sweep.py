@@ -115,6 +115,55 @@ def test_a_killed_sweep_continues_without_retraining_finished_runs(tmp_path: Pat
     assert list((out / "runs").glob("*.unfinished-*"))
 
 
+def test_a_run_killed_after_a_checkpoint_continues_from_it_and_ends_as_if_never_killed(tmp_path: Path) -> None:
+    config = write_config(tmp_path, steps=200, run={"checkpoint_every": 20, "threads": 1})
+    out = tmp_path / "sweep"
+    command = [sys.executable, "-m", "hasten", "sweep", str(config), "--budgets", "1", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "core") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not list(out.glob("runs/*/checkpoints/step-*.pt")) and time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(30)
+    assert not list((out / "records").glob("*/*.json"))  # killed before the run finished
+
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert "continuing from its checkpoint" in finished.stdout and ": training" not in finished.stdout
+    assert not list((out / "runs").glob("*.unfinished-*"))  # the same folder, continued
+    (resumed,) = sweep.read_records(out)
+
+    # the same sweep, never killed (its own folder and MLflow store)
+    reference_dir = tmp_path / "reference"
+    reference_dir.mkdir()
+    reference_config = write_config(reference_dir, steps=200, run={"checkpoint_every": 20, "threads": 1})
+    assert main(["sweep", str(reference_config), "--budgets", "1", "--out", str(reference_dir / "sweep")]) == 0
+    (reference,) = sweep.read_records(reference_dir / "sweep")
+    assert resumed.steps == reference.steps == 200
+    assert resumed.value == reference.value  # exact resume: the same final metric
+    assert resumed.train_flops == pytest.approx(reference.train_flops, rel=1e-9)
+    assert resumed.images_loaded == reference.images_loaded
+    assert resumed.wall_time > 0
+    # one MLflow run for the (config, budget, seed): the killed process's run, continued and finished
+    trained = [r for r in finished_runs(tmp_path) if "hasten.sweep.seed" in r.data.tags]
+    assert [r.info.status for r in trained] == ["FINISHED"]
+    assert trained[0].info.run_id == resumed.run_id
+
+
+def test_a_folder_of_another_run_is_set_aside_not_continued(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "step-000000005.pt").write_bytes(b"x")
+    assert not sweep.continues(run_dir, "abc", 0)  # no marker: whose checkpoints these are is unknown
+    (run_dir / sweep.SWEEP_RUN_FILE).write_text(json.dumps({"run_hash": "abc", "seed": 1}))
+    assert not sweep.continues(run_dir, "abc", 0)  # another seed
+    assert not sweep.continues(run_dir, "abd", 1)  # another recipe
+    assert sweep.continues(run_dir, "abc", 1)
+
+
 @pytest.mark.parametrize(
     ("extra", "named"),
     [

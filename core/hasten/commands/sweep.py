@@ -6,8 +6,11 @@ seed. One (config, budget, seed) is one MLflow run, tagged with the config's
 hash (:func:`recipe_hash`), the budget and the seed, and one JSON record in
 ``OUT/records/``; a sweep started again skips every run that has either, so a
 stopped or killed sweep continues where it was and nothing finished is
-trained twice. A run killed half-way is trained again from its start (its
-folder is kept, renamed, not deleted).
+trained twice. A run killed half-way continues from its newest checkpoint
+(``run.checkpoint_every``, or the one a SIGINT/SIGTERM writes) when its folder
+was made by the same run (:data:`SWEEP_RUN_FILE`: run hash and seed);
+without one it is trained again from its start, and a folder of another run
+is kept, renamed, never deleted.
 
 Costs are *training* costs: the FLOPs and seconds spent in evaluation (the
 validation pass, the SSL kNN bank) are measured by :class:`EvalClock` and
@@ -39,6 +42,7 @@ from typing import Any
 
 import torch
 
+from hasten.checkpoint import has_checkpoints
 from hasten.commands.components import check_optimizer_name
 from hasten.config import Config, load_config
 from hasten.errors import UserError
@@ -53,18 +57,23 @@ NOT_THE_RECIPE = (
     "run.checkpoint_every", "run.keep_checkpoints", "run.record_indices", "tracking",
     "eval.every_steps",  # when a run is measured, not what it trains (final values are what a sweep keeps)
 )
+#: written in a sweep run's folder before it trains: which (run hash, seed) the folder's checkpoints belong to
+SWEEP_RUN_FILE = "sweep-run.json"
 EVAL_FLOPS = "eval/flops"
 EVAL_SECONDS = "eval/seconds"
 
 
 class EvalClock(Plugin):
-    """Cumulative evaluation FLOPs and seconds, logged with every evaluation.
+    """Cumulative evaluation FLOPs and seconds, logged with every evaluation, and the run's own seconds.
 
     A hook wrapper around every ``hasten_evaluate`` implementation (the task's
     included): the FLOPs the accountant gained and the seconds that passed
     while evaluating are added up, kept here and returned as two more metrics,
     so they are logged in the same ``hasten_log`` call as the costs that
-    include them. Costs minus these are training costs.
+    include them. Costs minus these are training costs. :attr:`run_seconds`
+    adds up the seconds since ``hasten_fit_start`` over every process a
+    resumed run had (the time after its last checkpoint, trained again, is
+    counted once), so a resumed run's wall time is the whole run's.
     """
 
     name = "eval_clock"
@@ -73,6 +82,16 @@ class EvalClock(Plugin):
         super().__init__(settings)
         self.flops = 0.0
         self.seconds = 0.0
+        self.earlier_seconds = 0.0  # the run's seconds before this process (from the checkpoint)
+        self.started: float | None = None
+
+    @property
+    def run_seconds(self) -> float:
+        return self.earlier_seconds + (0.0 if self.started is None else time.perf_counter() - self.started)
+
+    @hookimpl
+    def hasten_fit_start(self, state: State) -> None:
+        self.started = time.perf_counter()
 
     @hookimpl(wrapper=True)
     def hasten_evaluate(self, state: State) -> Any:
@@ -88,13 +107,14 @@ class EvalClock(Plugin):
 
     @hookimpl
     def hasten_state_dict(self, state: State) -> dict[str, Any]:
-        return {self.name: {"flops": self.flops, "seconds": self.seconds}}
+        return {self.name: {"flops": self.flops, "seconds": self.seconds, "run_seconds": self.run_seconds}}
 
     @hookimpl
     def hasten_load_state_dict(self, state: State, blob: dict[str, Any]) -> None:
         mine = blob.get(self.name) or {}
         self.flops = float(mine.get("flops", 0.0))
         self.seconds = float(mine.get("seconds", 0.0))
+        self.earlier_seconds = float(mine.get("run_seconds", 0.0))
 
 
 # ------------------------------------------------------------------ identity
@@ -292,9 +312,13 @@ def run_one(entry: SweepConfig, budget: float, seed: int, out: Path) -> SweepRec
     config.run.seed = seed
     config.run.name = f"{entry.label}-b{budget_text(budget)}-s{seed}"
     run_dir = run_dir_path(out, entry.label, entry.config_hash, budget, seed)
-    if run_dir.exists():  # a run killed before it finished: keep its folder, train again from the start
+    resume = continues(run_dir, trained_hash, seed)
+    if run_dir.exists() and not resume:  # not this run's, or nothing to continue from: kept, out of the way
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         run_dir.rename(run_dir.with_name(f"{run_dir.name}.unfinished-{stamp}"))
+    if not resume:
+        run_dir.mkdir(parents=True)
+        write_json(run_dir / SWEEP_RUN_FILE, {"run_hash": trained_hash, "seed": seed})
     config.run.run_dir = str(run_dir)
     config.tracking.enabled = True  # every sweep run is an MLflow run
     config.tracking.tags = {
@@ -307,7 +331,7 @@ def run_one(entry: SweepConfig, budget: float, seed: int, out: Path) -> SweepRec
         "hasten.sweep.run_hash": trained_hash,
     }
     clock = EvalClock()
-    result = train(config, extra_builtins=[clock])
+    result = train(config, resume=resume, extra_builtins=[clock])
     if result.stop_reason is not None or result.state is None:
         raise UserError(f"hasten sweep: {entry.path} at budget {budget_text(budget)}, seed {seed} did not finish: "
                         f"{result.stop_reason}; nothing recorded for it")
@@ -327,7 +351,7 @@ def run_one(entry: SweepConfig, budget: float, seed: int, out: Path) -> SweepRec
         metric=metric,
         value=metrics[metric],
         train_flops=state.flops.total * state.world_size - clock.flops,
-        wall_time=result.wall_time - clock.seconds,
+        wall_time=clock.run_seconds - clock.seconds,
         images_loaded=float(state.images_loaded * state.world_size),
         run_id=info.get("run_id"),
         tracking_uri=portable_uri(resolve_uri(config.tracking.uri)),
@@ -340,6 +364,15 @@ def run_one(entry: SweepConfig, budget: float, seed: int, out: Path) -> SweepRec
     )
     write_record(record_path(out, entry.label, entry.config_hash, budget, seed), record)
     return record
+
+
+def continues(run_dir: Path, run_hash: str, seed: int) -> bool:
+    """Whether ``run_dir`` holds a checkpoint of this very run (same run hash and seed) to continue from."""
+    try:
+        made_by = json.loads((run_dir / SWEEP_RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return False  # no marker (or one a kill cut short): whose checkpoints these are is unknown
+    return made_by == {"run_hash": run_hash, "seed": seed} and has_checkpoints(run_dir)
 
 
 def portable_uri(uri: str) -> str:
@@ -406,7 +439,10 @@ def run_plan(items: Sequence[tuple[SweepConfig, float, int]], out: Path, log: An
         if record is not None:
             log(f"{name}: done already, skipped ({record.metric} {record.value:.4f})")
         else:
-            log(f"{name}: training")
+            how = ("continuing from its checkpoint" if continues(
+                run_dir_path(out, entry.label, entry.config_hash, budget, seed),
+                recipe_hash(with_budget(entry.config, budget)), seed) else "training")
+            log(f"{name}: {how}")
             record = run_one(entry, budget, seed, out)
             trained[(str(record.run_hash), seed)] = record
             log(f"{name}: {record.metric} {record.value:.4f}, {record.steps} steps, "
