@@ -234,6 +234,10 @@ def recipes(dataset: str, quick: bool, threads: int,
             # scoring forward) with super-progressive + F1-CLR
             "fast, loss memory (selection + super-progressive + F1-CLR)": plus(
                 selection={**selection, "scoring": "memory"}, progressive=progressive, f1clr=f1clr),
+            # InfoBatch's unbiased pruning (beyond the research; docs/methods.md section 5.1) with its defaults:
+            # r = 0.5, the loss of each sample's last training forward, full data over the last 12.5%
+            "pruning (loss memory) + cool-down": plus(
+                selection={**selection, "strategy": "pruned", "scoring": "memory"}, cooldown={"fraction": 0.125}),
         })
     return configs, steps
 

@@ -26,6 +26,9 @@ class Batch:
     diagnostics, coverage tests). ``unlabeled`` carries the second stream's
     batch when the data config names one (UBN). ``extras`` holds
     task-specific tensors (e.g. depth maps) indexed like ``images``.
+    ``loss_weights`` (N,), when a selection sets them, weight each sample's
+    loss in the training loss (:meth:`mean_loss`), e.g. the 1/(1-r) of
+    samples kept by unbiased pruning; None is the plain mean.
     """
 
     images: torch.Tensor
@@ -34,6 +37,7 @@ class Batch:
     views: list[torch.Tensor] = field(default_factory=list)
     unlabeled: Batch | None = None
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    loss_weights: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -47,6 +51,7 @@ class Batch:
             views=[v[keep] for v in self.views],
             unlabeled=self.unlabeled,
             extras={k: v[keep] for k, v in self.extras.items()},
+            loss_weights=None if self.loss_weights is None else self.loss_weights[keep],
         )
 
     def to(self, device: torch.device, non_blocking: bool = True) -> Batch:
@@ -57,7 +62,15 @@ class Batch:
             views=[v.to(device, non_blocking=non_blocking) for v in self.views],
             unlabeled=None if self.unlabeled is None else self.unlabeled.to(device, non_blocking),
             extras={k: v.to(device, non_blocking=non_blocking) for k, v in self.extras.items()},
+            loss_weights=None if self.loss_weights is None else self.loss_weights.to(device, non_blocking=non_blocking),
         )
+
+    def mean_loss(self, sample_losses: torch.Tensor) -> torch.Tensor:
+        """The training loss of per-sample losses (N,): their mean, weighted by :attr:`loss_weights` if set
+        (divided by N, not by the weights' sum: a weight of 1/(1-r) restores the expectation of the full data)."""
+        if self.loss_weights is None:
+            return sample_losses.mean()
+        return (sample_losses * self.loss_weights.to(sample_losses.dtype)).mean()
 
 
 @dataclass

@@ -76,7 +76,7 @@ class ClassificationTask(Task):
         losses = F.cross_entropy(
             logits, batch.labels, reduction="none", label_smoothing=self.options.label_smoothing
         )
-        return StepOutput(loss=losses.mean(), sample_losses=losses.detach(), num_samples=len(batch))
+        return StepOutput(loss=batch.mean_loss(losses), sample_losses=losses.detach(), num_samples=len(batch))
 
     def evaluate(self, state: State) -> dict[str, float]:
         """Validation metrics (``val/``) and, with ``eval.train_subset``, the same on training images

@@ -126,7 +126,7 @@ class DepthTask(Task):
 
     def forward(self, state: State, batch: Batch, model: nn.Module) -> StepOutput:
         losses = self._sample_losses(model(batch.views[0]), self._target(batch))
-        return StepOutput(loss=losses.mean(), sample_losses=losses.detach(), num_samples=len(batch))
+        return StepOutput(loss=batch.mean_loss(losses), sample_losses=losses.detach(), num_samples=len(batch))
 
     def sample_losses(self, model: nn.Module, inputs: Tensor, batch: Batch) -> Tensor:
         return self._sample_losses(model(inputs), self._target(batch))

@@ -53,7 +53,7 @@ from hasten.api import (
     resize_batch,
 )
 from hasten_selection.memory import LossMemory, merge_scores
-from hasten_selection.select import Strategy, select
+from hasten_selection.select import Strategy, prune_easy, select
 
 #: the research's selection resolution for 224 px training (docs/methods.md section 5)
 DEFAULT_SELECTION_FRACTION = 96 / 224
@@ -94,7 +94,11 @@ class SelectionSettings(BaseModel):
     strategy: Strategy = Field(
         "probabilistic",
         description="probabilistic = eq. 4.4 sampled without replacement; greedy = the b highest losses; "
-        "uniform = selection off (plain b-sample batches), for ablations",
+        "uniform = selection off (plain b-sample batches), for ablations; pruned = drop below-mean-loss "
+        "candidates with probability prune_ratio and weight the kept ones 1/(1-prune_ratio) (InfoBatch's rule)",
+    )
+    prune_ratio: float = Field(
+        0.5, ge=0, lt=1, description="strategy pruned: probability r of dropping a below-mean-loss candidate"
     )
     scoring_mode: Literal["eval", "train_restore"] = Field(
         "eval",
@@ -139,6 +143,11 @@ class SelectionSettings(BaseModel):
             )
         if self.scoring == "proxy" and self.proxy_width is None:
             raise ValueError("plugins.selection.proxy_width: required with scoring 'proxy' (an integer >= 1)")
+        if "prune_ratio" in self.model_fields_set and self.strategy != "pruned":
+            raise ValueError(
+                f"plugins.selection.prune_ratio: applies only to strategy 'pruned', but strategy is "
+                f"'{self.strategy}' (remove prune_ratio or set strategy: pruned)"
+            )
         only = {"memory_max_age": "mixed", "proxy_width": "proxy", "proxy_lr": "proxy"}
         for key, scoring in only.items():
             if key in self.model_fields_set and self.scoring != scoring:
@@ -181,6 +190,7 @@ class Selection(hasten.Plugin):
         self._ages: torch.Tensor | None = None  # memory modes: the candidates' memory ages (-1: never seen)
         self._proxy_loss: torch.Tensor | None = None  # the proxy's last training loss
         self._quantiles: torch.Tensor | None = None
+        self._weights: torch.Tensor | None = None  # strategy pruned: the last selection's loss weights
         self.last_resolution = 0
         #: candidates scored with a forward at the last selection step (all for forward/proxy, 0 for memory)
         self.last_scored = 0
@@ -232,8 +242,9 @@ class Selection(hasten.Plugin):
         if settings.scoring_mode == "train_restore":
             self._snapshot = BufferSnapshot(scorer)
         if state.is_main and settings.strategy != "uniform":
+            rule = f"prune_ratio={settings.prune_ratio}" if settings.strategy == "pruned" else f"beta={settings.beta}"
             print(
-                f"selection: {settings.strategy} beta={settings.beta}, {self.num_candidates} candidates for "
+                f"selection: {settings.strategy} {rule}, {self.num_candidates} candidates for "
                 f"{state.batch_size} per step (per rank), {self.describe_scoring()}, "
                 f"warm-up {settings.warmup_steps} steps",
                 file=sys.stderr,
@@ -366,8 +377,14 @@ class Selection(hasten.Plugin):
             else:
                 losses = self.score(state, view, batch)
                 scored = len(batch)
-        keep = select(losses, keep_count, self.settings.beta, state.generator, strategy=self.settings.strategy)
-        selected = batch.subset(keep)
+        if self.settings.strategy == "pruned":
+            keep, weights = prune_easy(losses, keep_count, self.settings.prune_ratio, state.generator)
+            selected = batch.subset(keep)
+            selected.loss_weights = weights
+            self._weights = weights
+        else:
+            keep = select(losses, keep_count, self.settings.beta, state.generator, strategy=self.settings.strategy)
+            selected = batch.subset(keep)
         self.last_resolution = resolution
         self.last_scored = scored
         state.flops.add_overhead(self.name, self.scoring_flops(state, resolution, scored))
@@ -489,6 +506,9 @@ class Selection(hasten.Plugin):
                 (self._ages.clamp(min=0).sum() / seen.sum()).float().view(1),
             ]
             names += ["memory_fresh_share", "memory_seen_share", "memory_age_mean"]
+        if self._weights is not None:  # strategy pruned: the share of trained samples up-weighted 1/(1-r)
+            parts.append((self._weights > 1).float().mean().view(1))
+            names.append("upweighted_share")
         values = torch.cat(parts).tolist()
         metrics = {f"selection/{n}": v for n, v in zip(names, values, strict=True)}
         metrics["selection/active"] = 1.0
