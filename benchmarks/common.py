@@ -521,3 +521,18 @@ def tee() -> Iterator[_Tee]:
     copy = _Tee(sys.stdout)
     with contextlib.redirect_stdout(copy):
         yield copy
+
+
+def run_study(main: Any) -> int:
+    """``main()`` of a long study, with ``hasten``'s exit codes: a stop (SIGTERM, SIGINT at a session's end) or a
+    refused input prints one line instead of a traceback; the study's records are kept, and a rerun continues."""
+    from hasten.errors import TrainingStopped, UserError
+
+    try:
+        return int(main() or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except TrainingStopped as exc:
+        print(f"stopped: {exc}; run the same command again to continue", file=sys.stderr)
+        return exc.exit_code

@@ -45,7 +45,7 @@ from typing import Any, NoReturn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import yaml
-from common import REPO, RESULTS_DIR, SMOKE_DIR, ensure_plugins, shared_datasets, write_section
+from common import REPO, RESULTS_DIR, SMOKE_DIR, ensure_plugins, run_study, shared_datasets, write_section
 
 from hasten.commands import sweep
 
@@ -518,4 +518,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_study(main))

@@ -57,7 +57,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS_DIR, SMOKE_DIR, ensure_plugins, write_section
+from common import RESULTS_DIR, SMOKE_DIR, ensure_plugins, run_study, write_section
 from frontier import Plan, doubling_gain, images_in, located_or_skipped, plan_status, write_entries
 from frontier import _relative as relative
 from time_to_accuracy import SCALES as TTA_SCALES
@@ -469,4 +469,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_study(main))

@@ -51,7 +51,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import yaml
-from common import RESULTS_DIR, SMOKE_DIR, ensure_plugins, write_section
+from common import RESULTS_DIR, SMOKE_DIR, ensure_plugins, run_study, write_section
 from frontier import _relative, locate
 
 from hasten.commands import sweep
@@ -516,4 +516,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_study(main))

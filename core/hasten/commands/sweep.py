@@ -27,6 +27,7 @@ equal accuracy against its frontier is printed (:mod:`hasten.frontier`).
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -294,8 +295,12 @@ def higher_is_better(metric: str) -> bool:
     return not ("loss" in metric or "error" in metric or "abs_rel" in metric)
 
 
+@functools.cache
 def code_commit() -> str | None:
-    """The checkout's git commit, 12 digits, "+dirty" with local changes (what a record names); None without git."""
+    """The checkout's git commit, 12 digits, "+dirty" with local changes (what a record names); None without git.
+
+    Read once per process, at its first run: the code a process trains with is what it loaded, so a checkout
+    made while a long sweep runs must not relabel its later records."""
     from hasten.builtins.tracking import git_commit
 
     commit = git_commit()
@@ -331,6 +336,7 @@ def run_one(entry: SweepConfig, budget: float, seed: int, out: Path) -> SweepRec
         "hasten.sweep.run_hash": trained_hash,
     }
     clock = EvalClock()
+    commit = code_commit()
     result = train(config, resume=resume, extra_builtins=[clock])
     if result.stop_reason is not None or result.state is None:
         raise UserError(f"hasten sweep: {entry.path} at budget {budget_text(budget)}, seed {seed} did not finish: "
@@ -359,7 +365,7 @@ def run_one(entry: SweepConfig, budget: float, seed: int, out: Path) -> SweepRec
         trainset_loss=metrics.get("trainset/loss"),
         metrics={k: v for k, v in metrics.items() if k.startswith(("val/", "trainset/", "knn/"))},
         finished_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        code_commit=code_commit(),
+        code_commit=commit,
         run_hash=trained_hash,
     )
     write_record(record_path(out, entry.label, entry.config_hash, budget, seed), record)
