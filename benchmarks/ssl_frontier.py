@@ -135,9 +135,11 @@ def recipes(dataset: str, quick: bool, threads: int) -> tuple[dict[str, dict[str
     out: dict[str, dict[str, Any]] = {}
     for method in METHODS:
         base: dict[str, Any] = {
-            # every finished run writes its final checkpoint (run.final_checkpoint): the linear probe reads it
+            # every finished run writes its final checkpoint (run.final_checkpoint): the linear probe reads it;
+            # checkpoint_every: a run killed at a session's end continues from its newest checkpoint, losing at
+            # most 1/12 of the length (not part of the recipe's hash)
             "run": {"name": f"{dataset}-{method}", "max_steps": steps, "log_every": max(1, min(50, every)),
-                    "progress": False, "threads": threads},
+                    "progress": False, "threads": threads, "checkpoint_every": max(1, steps // 12)},
             "data": copy.deepcopy(data),
             "model": copy.deepcopy(model),
             "task": {"name": "ssl", "options": {"method": method,
