@@ -89,6 +89,13 @@ RECIPE = TTA_SCALES["cpu"]["ssl"]  # the SSL suite's settings: one source for bo
 # doubling 370 -> 740 steps adds nothing (seed 0: -8.5 points, within that spread), and 740 steps are +0.21 above
 # the untrained network. Chosen: 740 steps (10 epochs of 9469 images), the shortest length the pilot shows on the
 # plateau; budget 1/2 is the 370-step run. The first seed's plateau check tests it with both methods.
+# PILOT 2 (2026-12-02, `hasten sweep` of the embedded baselines at 370 and 740 steps, 3 seeds, 1 thread beside
+# one study process; records in benchmarks/results/ssl_frontier/embedded/pilot/): simsiam lr 0.05 kNN 0.485,
+# 0.446, 0.487 at 370 steps and 0.447, 0.502, 0.508 at 740 (median +1.7 points: the plateau check holds, the
+# seed spread is 6 points); simsiam at lr 0.015 (SimSiam's CIFAR rule 0.03 x 128/256) is lower (0.462, 0.396,
+# 0.468 / 0.488, 0.468), so the baseline keeps lr 0.05 (the better baseline); byol lr 0.05 is still learning
+# at 740 steps (0.424, 0.382 -> 0.465, 0.433 on seeds 0-1): more than 2 points per doubling, so BYOL's
+# embedded length needs 1480 steps before its study runs.
 #: the converged scale per dataset: the baseline's length and the learning margin over the untrained network
 SCALES: dict[str, dict[str, Any]] = {
     "embedded": {"steps": 740, "train_size": 9469, "val_size": 3925, "margin": 0.15},

@@ -86,17 +86,17 @@ def test_sweep_trains_each_budget_and_seed_once_and_reports_the_frontier(tmp_pat
 
 
 def test_a_killed_sweep_continues_without_retraining_finished_runs(tmp_path: Path) -> None:
-    config = write_config(tmp_path, steps=40)
+    config = write_config(tmp_path, steps=200)
     out = tmp_path / "sweep"
     command = [sys.executable, "-m", "hasten", "sweep", str(config), "--budgets", "0.25", "0.5", "1", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(REPO / "core") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
     deadline = time.monotonic() + 240
-    while not list((out / "records").glob("*/*.json")) and time.monotonic() < deadline:
+    # killed as soon as the second run (budget 0.5, 100 steps) has made its folder: inside it, whatever the speed
+    while not list((out / "runs").glob("*-b0.5-s0/" + sweep.SWEEP_RUN_FILE)) and time.monotonic() < deadline:
         assert process.poll() is None, process.stdout.read() if process.stdout else ""
-        time.sleep(0.2)
-    time.sleep(1.0)  # inside the second run
+        time.sleep(0.01)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(30)
     done_before = {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*/*.json")}
