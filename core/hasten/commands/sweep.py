@@ -307,7 +307,7 @@ def code_commit() -> str | None:
     return None if commit is None else commit[0][:12] + ("+dirty" if commit[1] else "")
 
 
-def run_one(entry: SweepConfig, budget: float, seed: int, out: Path) -> SweepRecord:
+def run_one(entry: SweepConfig, budget: float, seed: int, out: Path, log: Any = print) -> SweepRecord:
     """Train ``entry`` at ``budget`` and ``seed`` (tracked, tagged), write and return its record."""
     from hasten.builtins.tracking import resolve_uri
     from hasten.engine import train
@@ -318,6 +318,7 @@ def run_one(entry: SweepConfig, budget: float, seed: int, out: Path) -> SweepRec
     config.run.name = f"{entry.label}-b{budget_text(budget)}-s{seed}"
     run_dir = run_dir_path(out, entry.label, entry.config_hash, budget, seed)
     resume = continues(run_dir, trained_hash, seed)
+    log("continuing from its checkpoint" if resume else "training")
     if run_dir.exists() and not resume:  # not this run's, or nothing to continue from: kept, out of the way
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         run_dir.rename(run_dir.with_name(f"{run_dir.name}.unfinished-{stamp}"))
@@ -445,11 +446,7 @@ def run_plan(items: Sequence[tuple[SweepConfig, float, int]], out: Path, log: An
         if record is not None:
             log(f"{name}: done already, skipped ({record.metric} {record.value:.4f})")
         else:
-            how = ("continuing from its checkpoint" if continues(
-                run_dir_path(out, entry.label, entry.config_hash, budget, seed),
-                recipe_hash(with_budget(entry.config, budget)), seed) else "training")
-            log(f"{name}: {how}")
-            record = run_one(entry, budget, seed, out)
+            record = run_one(entry, budget, seed, out, log=lambda how, name=name: log(f"{name}: {how}"))
             trained[(str(record.run_hash), seed)] = record
             log(f"{name}: {record.metric} {record.value:.4f}, {record.steps} steps, "
                 f"{record.train_flops:.3e} training FLOPs, {record.wall_time:.0f} s")
