@@ -50,6 +50,22 @@ def test_parity_with_hand_written_loop(tiny_config):
         assert ours == pytest.approx(theirs, abs=1e-5)
 
 
+def test_channels_last_trains_the_same_run_on_the_cpu(tiny_config, tmp_path):
+    """run.channels_last changes the layout, not the math: on the CPU too, the trained model's conv
+    weights are channels-last and 20 steps' losses equal the contiguous run's up to float rounding."""
+    steps = {"max_steps": 20, "log_every": 5}
+    contiguous = train(tiny_config(run=steps, eval={"every_steps": 1000}))
+    channels_last = train(tiny_config(run={**steps, "channels_last": True, "run_dir": str(tmp_path / "cl")},
+                                      eval={"every_steps": 1000}))
+    convs = [m.weight for m in channels_last.state.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                         for w in convs if w.shape[-1] > 1)
+    assert len(channels_last.losses) == len(contiguous.losses) == 20
+    for ours, theirs in zip(channels_last.losses, contiguous.losses, strict=True):
+        assert ours == pytest.approx(theirs, rel=1e-3, abs=1e-4)
+    assert channels_last.metrics["val/acc1"] == pytest.approx(contiguous.metrics["val/acc1"], abs=0.05)
+
+
 def test_same_seed_gives_identical_metrics(tiny_config, tmp_path):
     first = train(tiny_config(run={"max_steps": 8}))
     second = train(tiny_config(run={"max_steps": 8, "run_dir": str(tmp_path / "second")}))

@@ -203,6 +203,8 @@ def test_recipe_hash_ignores_seed_and_names_but_not_the_recipe(tmp_path: Path) -
     h = sweep.recipe_hash(validate_config(base))
     renamed = tiny_config_dict(tmp_path, run={"seed": 3, "name": "other", "run_dir": str(tmp_path / "x")})
     assert sweep.recipe_hash(validate_config(renamed)) == h
+    faster = tiny_config_dict(tmp_path, run={"channels_last": True, "threads": 1, "checkpoint_every": 3})
+    assert sweep.recipe_hash(validate_config(faster)) == h
     assert sweep.recipe_hash(validate_config(tiny_config_dict(tmp_path, optim={"lr": 0.06}))) != h
     assert sweep.recipe_hash(validate_config(tiny_config_dict(tmp_path, run={"max_steps": 7}))) != h
 

@@ -33,7 +33,9 @@ class RunConfig(Section):
     epochs: float | None = Field(None, gt=0, description="length of training in epochs of the training set")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = autocast to bfloat16 on the device")
-    channels_last: bool = Field(False, description="channels-last memory format (faster convolutions on GPUs)")
+    channels_last: bool = Field(
+        False, description="channels-last memory format: faster convolutions on GPUs and CPUs (same math)"
+    )
     output_dir: str = Field("runs", description="runs are written to output_dir/<name>-<timestamp>")
     run_dir: str | None = Field(None, description="an explicit run folder instead of output_dir/<name>-<timestamp>")
     log_every: int = Field(10, gt=0, description="log training metrics every N steps")

@@ -168,7 +168,7 @@ class Trainer:
         task_cls = REGISTRY.tasks.get(config.task.name, key="task.name")
         task = task_cls(config, data.info)
         model = task.model.to(device)
-        if run.channels_last and device.type == "cuda":
+        if run.channels_last:
             model = model.to(memory_format=torch.channels_last)
         optimizer = build_optimizer(config, model)
         if run.max_steps is not None:
@@ -340,7 +340,7 @@ class Trainer:
             if config.run.precision == "bf16"
             else nullcontext()
         )
-        channels_last = config.run.channels_last and state.device.type == "cuda"
+        channels_last = config.run.channels_last
         losses = self._losses
         bad_step = torch.full((), -1, dtype=torch.long, device=state.device)
         started = time.perf_counter()

@@ -57,6 +57,7 @@ NOT_THE_RECIPE = (
     "run.seed", "run.name", "run.output_dir", "run.run_dir", "run.progress", "run.threads", "run.log_every",
     "run.checkpoint_every", "run.keep_checkpoints", "run.record_indices", "tracking",
     "eval.every_steps",  # when a run is measured, not what it trains (final values are what a sweep keeps)
+    "run.channels_last",  # a memory layout: the same math, only float rounding differs (as with run.threads)
 )
 #: written in a sweep run's folder before it trains: which (run hash, seed) the folder's checkpoints belong to
 SWEEP_RUN_FILE = "sweep-run.json"

@@ -235,7 +235,7 @@ class Selection(hasten.Plugin):
         config = state.config
         if config.run.precision == "bf16":  # score in the precision the training step uses
             self._autocast = lambda: torch.autocast(device_type=state.device.type, dtype=torch.bfloat16)
-        self._channels_last = config.run.channels_last and state.device.type == "cuda"
+        self._channels_last = config.run.channels_last
         if self.proxy is not None and self._channels_last:
             self.proxy.to(memory_format=torch.channels_last)
         self._quantiles = torch.tensor(_QUANTILES, device=state.device)
