@@ -199,9 +199,16 @@ def remove_interrupted_writes(run_dir: str | Path) -> list[Path]:
     return removed
 
 
-def has_checkpoints(run_dir: str | Path) -> bool:
+def checkpoint_steps(run_dir: str | Path) -> list[int]:
+    """The steps of ``run_dir``'s checkpoints, by their file names (ascending; none loaded)."""
     folder = checkpoint_dir(run_dir)
-    return folder.is_dir() and any(_NAME.match(p.name) for p in folder.iterdir())
+    if not folder.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _NAME.match(p.name)))
+
+
+def has_checkpoints(run_dir: str | Path) -> bool:
+    return bool(checkpoint_steps(run_dir))
 
 
 def rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
