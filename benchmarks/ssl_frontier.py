@@ -26,7 +26,7 @@ Datasets:
 
 * ``embedded``: the procedural scenes with fixed colours (docs/ssl.md: random colours let SSL learn colour
   only), Imagenette's sizes (9469 train, 3925 val images); works on a fresh clone. Length: 740 steps
-  (10 epochs), from a pilot of the simsiam baseline (PILOT below: 370 steps kNN 0.532 / 0.446 on seeds 0 / 1,
+  (10 epochs) for SimSiam, 1480 for BYOL (PILOT 2: still learning at 740), from a pilot of the simsiam baseline (PILOT below: 370 steps kNN 0.532 / 0.446 on seeds 0 / 1,
   740 steps 0.447 on seed 0, untrained ~0.24): most of the kNN gain comes in the first ~150 steps, and 740
   steps are no better than 370 (within the seeds' 8-point spread), so 740 sits on the plateau, +0.21 above
   the untrained network.
@@ -36,7 +36,7 @@ Datasets:
   and the supervised study needs 80 epochs at these sizes for its plateau; the first seed's plateau and
   learning checks decide whether it holds. ``--plan`` (2026-12-02) estimates 47.5 CPU-hours for its 57 runs
   (3 seeds; a budget-1 baseline run 82 min SimSiam, 107 min BYOL) at the pilot's rate under load, about half
-  that on an idle core; the embedded set 6.8 hours. If 80 epochs turn out short of the plateau (budget 1/2 -> 1
+  that on an idle core; the embedded set 10.1 hours (BYOL at 1480 steps; before channels-last). If 80 epochs turn out short of the plateau (budget 1/2 -> 1
   adds 2 points or more), the next step is 160 epochs, not fewer seeds.
 
 Every (recipe, budget, seed) result is a JSON record under ``benchmarks/results/ssl_frontier/<dataset>/
@@ -98,7 +98,9 @@ RECIPE = TTA_SCALES["cpu"]["ssl"]  # the SSL suite's settings: one source for bo
 # embedded length needs 1480 steps before its study runs.
 #: the converged scale per dataset: the baseline's length and the learning margin over the untrained network
 SCALES: dict[str, dict[str, Any]] = {
-    "embedded": {"steps": 740, "train_size": 9469, "val_size": 3925, "margin": 0.15},
+    # byol: PILOT 2 (below) shows it still learning at 740 steps (+3.7 points 370 -> 740): twice simsiam's length
+    "embedded": {"steps": 740, "method_steps": {"byol": 1480}, "train_size": 9469, "val_size": 3925,
+                 "margin": 0.15},
     "imagenette": {"epochs": 80, "margin": 0.10},
 }
 QUICK = {"resolution": 16, "batch": 32, "steps": 20, "width": 4, "train_size": 256, "val_size": 64,
@@ -113,7 +115,8 @@ RUN_OVERHEAD_S = 20.0
 
 
 def recipes(dataset: str, quick: bool, threads: int) -> tuple[dict[str, dict[str, Any]], int] | None:
-    """label -> config dict (per method: its baseline first) and the baseline's length; None if data absent."""
+    """label -> config dict (per method: its baseline first) and the first method's baseline length; None if
+    data absent. A method's own length (``method_steps``) replaces the scale's where it is set."""
     s = SCALES[dataset]
     res, batch = (QUICK["resolution"], QUICK["batch"]) if quick else (RECIPE["resolution"], RECIPE["batch"])
     data: dict[str, Any]
@@ -131,7 +134,6 @@ def recipes(dataset: str, quick: bool, threads: int) -> tuple[dict[str, dict[str
         steps = round(s["epochs"] * images_in(data, {"train_samples": None}) / batch)
     data.update({"resolution": res, "batch_size": batch, "num_workers": 0,
                  "augment": {"preset": "simclr", "magnitude": 5.0}})
-    every = max(1, steps // EVALS_PER_LENGTH)
     model = {"name": "small_resnet", "options": {"width": QUICK["width"]}} if quick else copy.deepcopy(RECIPE["model"])
     sp_min, sp_step, ha_res = (8, 4, 8) if quick else (RECIPE["sp_min"], RECIPE["sp_step"], RECIPE["ha_resolution"])
     # plugin lengths as fractions of the run: the sweep shortens max_steps (the research: 80 of 480 epochs warm-up)
@@ -140,13 +142,18 @@ def recipes(dataset: str, quick: bool, threads: int) -> tuple[dict[str, dict[str
                    "min_magnitude": 4.0, "max_magnitude": 6.0}
     hardaug = {"num_views": 6, "selection_resolution": ha_res}
     out: dict[str, dict[str, Any]] = {}
+    first_steps = steps
     for method in METHODS:
+        steps = first_steps if quick else s.get("method_steps", {}).get(method, first_steps)
+        every = max(1, steps // EVALS_PER_LENGTH)
         base: dict[str, Any] = {
             # every finished run writes its final checkpoint (run.final_checkpoint): the linear probe reads it;
             # checkpoint_every: a run killed at a session's end continues from its newest checkpoint, losing at
-            # most 1/12 of the length (not part of the recipe's hash)
+            # most 1/12 of the length; channels_last: faster CPU convolutions, the same math (benchmarks/
+            # memory_format.py). Neither is part of the recipe's hash.
             "run": {"name": f"{dataset}-{method}", "max_steps": steps, "log_every": max(1, min(50, every)),
-                    "progress": False, "threads": threads, "checkpoint_every": max(1, steps // 12)},
+                    "progress": False, "threads": threads, "checkpoint_every": max(1, steps // 12),
+                    "channels_last": True},
             "data": copy.deepcopy(data),
             "model": copy.deepcopy(model),
             "task": {"name": "ssl", "options": {"method": method,
@@ -173,7 +180,7 @@ def recipes(dataset: str, quick: bool, threads: int) -> tuple[dict[str, dict[str
         out[f"{method} F1-CLR + hard augment"] = plus(f1clr=f1clr, hardaug=hardaug)
         out[f"{method} F1-CLR + super-progressive + hard augment"] = plus(f1clr=f1clr, progressive=progressive,
                                                                          hardaug=hardaug)
-    return out, steps
+    return out, first_steps
 
 
 def entries_for(dataset: str, out: Path, quick: bool, threads: int) -> dict[str, sweep.SweepConfig] | None:
