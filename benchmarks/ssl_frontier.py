@@ -26,18 +26,19 @@ Datasets:
 
 * ``embedded``: the procedural scenes with fixed colours (docs/ssl.md: random colours let SSL learn colour
   only), Imagenette's sizes (9469 train, 3925 val images); works on a fresh clone. Length: 740 steps
-  (10 epochs) for SimSiam, 1480 for BYOL (PILOT 2: still learning at 740), from a pilot of the simsiam baseline (PILOT below: 370 steps kNN 0.532 / 0.446 on seeds 0 / 1,
-  740 steps 0.447 on seed 0, untrained ~0.24): most of the kNN gain comes in the first ~150 steps, and 740
-  steps are no better than 370 (within the seeds' 8-point spread), so 740 sits on the plateau, +0.21 above
-  the untrained network.
+  (10 epochs) for SimSiam, from a pilot of the simsiam baseline (PILOT below: 370 steps kNN 0.532 / 0.446 on
+  seeds 0 / 1, 740 steps 0.447 on seed 0, untrained ~0.24; PILOT 2: +1.7 points 370 -> 740 over 3 seeds):
+  most of the kNN gain comes in the first ~150 steps, so 740 sits on the plateau, +0.21 above the untrained
+  network. 1480 steps for BYOL, which PILOT 2 shows still learning at 740 (+3.7 points from 370).
 * ``imagenette``: ``$HASTEN_SHARED_DATA/imagenette2-128`` or ``../shared/datasets/imagenette2-128`` at
   32 px, skipped with the reason printed when absent. Length: 80 epochs (5918 steps), NOT verified by a
   pilot: RESULTS.md's 5-epoch SSL runs learn nothing measurable (every recipe's kNN = the untrained 0.317),
   and the supervised study needs 80 epochs at these sizes for its plateau; the first seed's plateau and
   learning checks decide whether it holds. ``--plan`` (2026-12-02) estimates 47.5 CPU-hours for its 57 runs
   (3 seeds; a budget-1 baseline run 82 min SimSiam, 107 min BYOL) at the pilot's rate under load, about half
-  that on an idle core; the embedded set 10.1 hours (BYOL at 1480 steps; before channels-last). If 80 epochs turn out short of the plateau (budget 1/2 -> 1
-  adds 2 points or more), the next step is 160 epochs, not fewer seeds.
+  that on an idle core; the embedded set 10.1 hours (BYOL at 1480 steps; the rate before channels-last).
+  If 80 epochs turn out short of the plateau (budget 1/2 -> 1
+adds 2 points or more), the next step is 160 epochs, not fewer seeds.
 
 Every (recipe, budget, seed) result is a JSON record under ``benchmarks/results/ssl_frontier/<dataset>/
 records/`` (committed, naming the code commit); a rerun skips every run that has one, so the study spans
