@@ -376,7 +376,8 @@ def parse_until(text: str) -> float:
 
 def run_queue(queue: Path, entries: list[sweep.SweepConfig], out: Path, baseline_budgets: Sequence[float],
               until: float | None = None) -> None:
-    """Run the queue file's first run without a record, re-reading the file before every run, until none is left.
+    """Run the queue file's first run without a record that no other process trains, re-reading the file before
+    every run, until none is left (several drivers on one queue share it: each run is claimed while it trains).
 
     With ``until`` (a timestamp: a session's end), a run whose estimate does not fit in the time left is passed
     over for the next one that fits, and the queue stops when none fits: a run cut off at a machine's end
@@ -389,6 +390,8 @@ def run_queue(queue: Path, entries: list[sweep.SweepConfig], out: Path, baseline
                 entry, budget, seed = queued_item(line, entries, f"{queue}:{number}", baseline_budgets)
                 if sweep.record_path(out, entry.label, entry.config_hash, budget, seed).is_file():
                     continue
+                if sweep.in_training(out, entry, budget, seed) is not None:
+                    continue  # another driver on this queue trains it: several drivers share one queue
                 needed = estimated_seconds(out, entry, budget, seed, entries) if until is not None else None
                 if until is not None and needed is not None and time.time() + needed > until:
                     passed_over.append((entry.label, budget, seed, needed))
@@ -402,7 +405,7 @@ def run_queue(queue: Path, entries: list[sweep.SweepConfig], out: Path, baseline
                       f"{_dt.datetime.fromtimestamp(until or 0):%H:%M} ({len(passed_over)} left; the shortest, "
                       f"{label} budget {budget:.3g} seed {seed}, needs about {needed / 60:.0f} min)", flush=True)
             else:
-                print(f"{queue}: every queued run has a record", flush=True)
+                print(f"{queue}: every queued run has a record or is being trained by another driver", flush=True)
             return
         for label, budget, seed, needed in passed_over:
             print(f"passed over {label} budget {budget:.3g} seed {seed}: needs about {needed / 60:.0f} min, "

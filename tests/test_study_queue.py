@@ -70,3 +70,18 @@ def test_a_bad_or_past_until_exits_2_naming_it(text: str, capsys) -> None:
         frontier.parse_until(text)
     assert stop.value.code == 2
     assert "--until" in capsys.readouterr().err
+
+
+def test_drivers_sharing_a_queue_pass_over_the_run_another_one_trains(study, capsys) -> None:
+    out, entries = study
+    uniform, other = entries
+    queue = out / "queue.txt"
+    queue.write_text("uniform|0.01|5\nother|0.01|5\n", encoding="utf-8")  # 10 steps each
+    held = sweep.run_claim(out, uniform, 0.01, 5).acquire()  # the other driver, training the first line
+    try:
+        frontier.run_queue(queue, entries, out, [1.0])
+    finally:
+        held.release()
+    assert sweep.record_path(out, "other", other.config_hash, 0.01, 5).is_file()
+    assert not sweep.record_path(out, "uniform", uniform.config_hash, 0.01, 5).is_file()
+    assert "every queued run has a record or is being trained by another driver" in capsys.readouterr().out

@@ -115,6 +115,45 @@ def test_a_killed_sweep_continues_without_retraining_finished_runs(tmp_path: Pat
     assert list((out / "runs").glob("*.unfinished-*"))
 
 
+def test_two_sweeps_into_one_folder_share_the_runs_and_train_each_once(tmp_path: Path) -> None:
+    """Two live `hasten sweep` processes on one --out: each run is claimed while it trains, so the other
+    passes over it; together they train every run once."""
+    config = write_config(tmp_path, steps=60)
+    out = tmp_path / "sweep"
+    command = [sys.executable, "-m", "hasten", "sweep", str(config), "--budgets", "0.25", "0.5", "0.75", "1",
+               "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "core") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for _ in range(2)]
+    outputs = [process.communicate(timeout=600)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], "\n".join(outputs)
+    assert sum(text.count(": training") for text in outputs) == 4, "\n".join(outputs)
+    assert len(list((out / "records").glob("*/*.json"))) == 4
+    trained = [r for r in finished_runs(tmp_path) if "hasten.sweep.seed" in r.data.tags and r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["hasten.sweep.budget"] for r in trained) == ["0.25", "0.5", "0.75", "1"]
+
+
+def test_a_run_another_process_trains_is_passed_over_then_trained_once_free(tmp_path: Path) -> None:
+    config = write_config(tmp_path, steps=8)
+    entries = sweep.prepare([str(config)], [], [1.0], 1, None)
+    out = tmp_path / "sweep"
+    items = [(entries[0], 0.5, 0), (entries[0], 1.0, 0)]
+    held = sweep.run_claim(out, entries[0], 0.5, 0).acquire()  # as another live process would
+    try:
+        assert sweep.in_training(out, entries[0], 0.5, 0) == f"pid {os.getpid()} on {os.uname().nodename}"
+        lines: list[str] = []
+        records = sweep.run_plan(items, out, log=lines.append)
+        assert [r.budget for r in records] == [1.0]
+        assert any("budget 0.5, seed 0: being trained by another process (pid" in line for line in lines)
+        assert not sweep.record_path(out, entries[0].label, entries[0].config_hash, 0.5, 0).is_file()
+    finally:
+        held.release()
+    assert sweep.in_training(out, entries[0], 0.5, 0) is None
+    lines = []
+    assert [r.budget for r in sweep.run_plan(items, out, log=lines.append)] == [0.5, 1.0]
+    assert sum(": training" in line for line in lines) == 1
+
+
 def test_a_run_killed_after_a_checkpoint_continues_from_it_and_ends_as_if_never_killed(tmp_path: Path) -> None:
     config = write_config(tmp_path, steps=200, run={"checkpoint_every": 20, "threads": 1})
     out = tmp_path / "sweep"

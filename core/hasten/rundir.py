@@ -35,10 +35,14 @@ LOCK_NAME = "hasten.lock"
 
 
 class RunDirLock:
-    """Exclusive ownership of a run directory for the lifetime of this object (or :meth:`release`)."""
+    """Exclusive ownership of a run directory for the lifetime of this object (or :meth:`release`).
 
-    def __init__(self, run_dir: str | Path) -> None:
-        self.path = Path(run_dir) / LOCK_NAME
+    ``name`` is the lock file in ``run_dir`` (default ``hasten.lock``); a sweep claims a run it is about to
+    train with a lock file beside that run's folder (:func:`hasten.commands.sweep.run_plan`).
+    """
+
+    def __init__(self, run_dir: str | Path, name: str = LOCK_NAME) -> None:
+        self.path = Path(run_dir) / name
         self._fd: int | None = None
 
     def acquire(self) -> RunDirLock:
@@ -50,8 +54,9 @@ class RunDirLock:
         except BlockingIOError:
             owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown pid"
             os.close(fd)
+            what = f"run directory {self.path.parent}" if self.path.name == LOCK_NAME else str(self.path)
             raise UserError(
-                f"run directory {self.path.parent} is in use by a live run ({owner}); "
+                f"{what} is in use by a live run ({owner}); "
                 "wait for it to finish, stop it, or choose another run.run_dir"
             ) from None
         # Ours now (a dead owner's flock was released by the kernel): record who holds it.

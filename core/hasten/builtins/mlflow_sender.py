@@ -57,6 +57,21 @@ def resolve_uri(configured: str | None) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
+def experiment_id_for(client: Any, name: str) -> str:
+    """The id of experiment ``name``, created when missing; one that another process creates at the same
+    moment is used, not an error."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    try:
+        return str(client.create_experiment(name))
+    except Exception:  # created meanwhile by another run: use it
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return str(experiment.experiment_id)
+
+
 def ui_hint(uri: str, experiment_id: str | None, run_id: str | None) -> tuple[str | None, str]:
     """(command, page) to look at a run: no command and the run's URL on a
     tracking server; for a local store the ``mlflow ui`` command (paths made
@@ -278,16 +293,7 @@ class Sender:
                 self._existing_params = set(run.data.params)
                 client.update_run(run_id, status="RUNNING")
         if not run_id:
-            experiment = client.get_experiment_by_name(op["experiment"])
-            if experiment is None:
-                try:
-                    experiment_id = client.create_experiment(op["experiment"])
-                except Exception:  # created meanwhile by another run: use it
-                    experiment = client.get_experiment_by_name(op["experiment"])
-                    if experiment is None:
-                        raise
-            if experiment is not None:
-                experiment_id = experiment.experiment_id
+            experiment_id = experiment_id_for(client, op["experiment"])
             experiment = client.get_experiment(experiment_id)
             if EXPERIMENT_KIND_TAG not in experiment.tags:  # MLflow's UI shows the training views
                 client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)

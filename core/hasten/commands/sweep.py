@@ -50,6 +50,7 @@ from hasten.errors import UserError
 from hasten.frontier import Point, speedup_against
 from hasten.hookspecs import hookimpl
 from hasten.plugins import Plugin
+from hasten.rundir import RunDirLock
 from hasten.state import State
 
 #: config keys that name, place or display a run without changing what it trains (left out of the hash)
@@ -218,6 +219,9 @@ def find_finished_run(uri: str, experiment: str, config_hash: str, budget: float
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from hasten.builtins.tracking_store import prepare_store
+
+    prepare_store(uri)  # created atomically under its lock: sweeps started together must not race MLflow's own
     client = MlflowClient(tracking_uri=uri)
     try:
         found = client.get_experiment_by_name(experiment)
@@ -446,19 +450,71 @@ def run_plan(items: Sequence[tuple[SweepConfig, float, int]], out: Path, log: An
                     write_record(where, record)
         if record is not None:
             log(f"{name}: done already, skipped ({record.metric} {record.value:.4f})")
-        else:
-            record = run_one(entry, budget, seed, out, log=lambda how, name=name: log(f"{name}: {how}"))
+            records.append(record)
+            continue
+        claim = run_claim(out, entry, budget, seed)
+        try:
+            claim.acquire()
+        except UserError:
+            log(f"{name}: being trained by another process ({claim_owner(claim)}), skipped")
+            continue
+        try:
+            record = read_record(where) if where.is_file() else None  # finished by the other process meanwhile
+            if record is None:
+                record = run_one(entry, budget, seed, out, log=lambda how, name=name: log(f"{name}: {how}"))
+                log(f"{name}: {record.metric} {record.value:.4f}, {record.steps} steps, "
+                    f"{record.train_flops:.3e} training FLOPs, {record.wall_time:.0f} s")
             trained[(str(record.run_hash), seed)] = record
-            log(f"{name}: {record.metric} {record.value:.4f}, {record.steps} steps, "
-                f"{record.train_flops:.3e} training FLOPs, {record.wall_time:.0f} s")
+        finally:
+            claim.release()
         records.append(record)
     return records
 
 
+def run_claim(out: Path, entry: SweepConfig, budget: float, seed: int) -> RunDirLock:
+    """The lock a sweep process holds while it trains (entry, budget, seed): ``<run folder>.claim`` beside the
+    run's folder (not in it: a folder of another run is renamed aside), so that several processes sweeping into
+    one OUT share the runs instead of training one twice. The kernel drops it when its process dies."""
+    run_dir = run_dir_path(out, entry.label, entry.config_hash, budget, seed)
+    return RunDirLock(run_dir.parent, name=run_dir.name + ".claim")
+
+
+def claim_owner(claim: RunDirLock) -> str:
+    try:
+        return claim.path.read_text(encoding="utf-8").strip() or "unknown pid"
+    except OSError:
+        return "unknown pid"
+
+
+def in_training(out: Path, entry: SweepConfig, budget: float, seed: int) -> str | None:
+    """Who trains (entry, budget, seed) right now ("pid N on HOST"), or None when no live process claims it."""
+    claim = run_claim(out, entry, budget, seed)
+    try:
+        claim.acquire()
+    except UserError:
+        return claim_owner(claim)
+    claim.release()
+    return None
+
+
 def run_sweep(entries: Sequence[SweepConfig], budgets: Sequence[float], seeds: int, out: Path,
               log: Any = print) -> list[SweepRecord]:
-    """Every (config, budget, seed) of the sweep, skipping what is done."""
-    return run_plan(plan(entries, budgets, seeds), out, log)
+    """Every (config, budget, seed) of the sweep, skipping what is done or trained by another process; the
+    records of every planned run that has one when this process is through (another's included)."""
+    items = plan(entries, budgets, seeds)
+    run_plan(items, out, log)
+    records, missing = [], 0
+    for entry, budget, seed in items:
+        where = record_path(out, entry.label, entry.config_hash, budget, seed)
+        record = read_record(where) if where.is_file() else None
+        if record is None:
+            missing += 1
+        else:
+            records.append(record)
+    if missing:
+        log(f"{missing} of {len(items)} runs are still being trained by another process: the table leaves them "
+            "out; run the same sweep again when they are done")
+    return records
 
 
 def read_records(out: Path) -> list[SweepRecord]:
@@ -626,14 +682,16 @@ def log_sweep_run(entries: Sequence[SweepConfig], out: Path, budgets: Sequence[f
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from hasten.builtins.mlflow_sender import experiment_id_for
     from hasten.builtins.tracking import resolve_uri
+    from hasten.builtins.tracking_store import prepare_store
 
     first = entries[0].config
     try:
-        client = MlflowClient(tracking_uri=resolve_uri(first.tracking.uri))
-        experiment = client.get_experiment_by_name(first.tracking.experiment)
-        experiment_id = (experiment.experiment_id if experiment is not None
-                         else client.create_experiment(first.tracking.experiment))
+        uri = resolve_uri(first.tracking.uri)
+        prepare_store(uri)
+        client = MlflowClient(tracking_uri=uri)
+        experiment_id = experiment_id_for(client, first.tracking.experiment)
         run = client.create_run(experiment_id, run_name=f"sweep {' vs '.join(e.label for e in entries)}", tags={
             "hasten.run_type": "sweep",
             "hasten.sweep.configs": ",".join(f"{e.label}:{e.config_hash}" for e in entries),
