@@ -4,7 +4,8 @@ off and on, side by side in one run.
     python benchmarks/memory_format.py [--steps 80] [--repeats 2] [--threads 1] [--quick]
 
 The runs are benchmarks/frontier.py's configs (converged scale: small_resnet at 32 px on Imagenette, 28 px
-on Fashion-MNIST, batch 128, the study's one thread); a dataset that is absent is skipped with its reason.
+on Fashion-MNIST, batch 128, the study's one thread) and benchmarks/ubn_long.py's depth baseline (dispnet);
+a dataset that is absent is skipped with its reason.
 Steps after 20 warm-up steps are timed from inside the engine (set-up, data caching and FLOP counting
 excluded); the layouts run interleaved, `--repeats` times each, and the best of each is compared. The
 layout changes float rounding only (tests/test_engine.py: the losses agree), so the study's recipe hash
@@ -20,13 +21,17 @@ from pathlib import Path
 from common import code_block, ensure_plugins, machine_info, tee, write_section
 from frontier import recipes
 from overhead import WARMUP_STEPS, StepClock
+from ubn_long import OPTIMIZERS as UBN_OPTIMIZERS
+from ubn_long import base_config as ubn_base_config
 
 from hasten.config import validate_config
 from hasten.engine import train
 
 #: (dataset, recipe label) timed: the baseline everywhere, and selection (its scoring forward at 14 px, the
-#: selected batch's training step; cool-down off so that every timed step selects) on Imagenette
-CASES = (("imagenette", "uniform"), ("imagenette", "selection + cool-down"), ("fashion_mnist", "uniform"))
+#: selected batch's training step; cool-down off so that every timed step selects) on Imagenette, and the UBN
+#: study's dispnet on procedural depth (32 px, batch 32)
+CASES = (("imagenette", "uniform"), ("imagenette", "selection + cool-down"), ("fashion_mnist", "uniform"),
+         ("depth", "UBN study, BN baseline"))
 
 
 def seconds_per_step(config: dict, steps: int, channels_last: bool, workdir: Path) -> float:
@@ -58,11 +63,14 @@ def main() -> None:
     rows, skipped = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for dataset, label in CASES:
-            found = recipes(dataset, args.quick, args.threads)
-            if found is None:
-                skipped.append(dataset)
-                continue
-            config = found[0][label]
+            if dataset == "depth":  # benchmarks/ubn_long.py's BN baseline (dispnet, procedural depth)
+                config = {**ubn_base_config("depth", args.quick, args.threads), "optim": UBN_OPTIMIZERS["adam"]}
+            else:
+                found = recipes(dataset, args.quick, args.threads)
+                if found is None:
+                    skipped.append(dataset)
+                    continue
+                config = found[0][label]
             best = {False: float("inf"), True: float("inf")}
             for i in range(args.repeats):
                 for layout in (False, True):
@@ -77,9 +85,9 @@ def main() -> None:
               f"run.threads {args.threads}")
         for dataset in dict.fromkeys(skipped):
             print(f"{dataset}: skipped (data absent; see benchmarks/frontier.py)")
-        print(f"{'dataset':<14} {'recipe':<24} {'contiguous':>11} {'channels-last':>14} {'speed-up':>9}")
+        print(f"{'dataset':<14} {'recipe':<26} {'contiguous':>11} {'channels-last':>14} {'speed-up':>9}")
         for dataset, label, contiguous, channels_last in rows:
-            print(f"{dataset:<14} {label:<24} {contiguous * 1e3:>8.1f} ms {channels_last * 1e3:>11.1f} ms "
+            print(f"{dataset:<14} {label:<26} {contiguous * 1e3:>8.1f} ms {channels_last * 1e3:>11.1f} ms "
                   f"{contiguous / channels_last:>8.2f}x")
     write_section("memory_format", "Memory layout on the CPU (run.channels_last)", code_block(report.text),
                   quick=args.quick)
