@@ -52,7 +52,7 @@ def test_parity_with_hand_written_loop(tiny_config):
 
 def test_channels_last_trains_the_same_run_on_the_cpu(tiny_config, tmp_path):
     """run.channels_last changes the layout, not the math: on the CPU too, the trained model's conv
-    weights are channels-last and 20 steps' losses equal the contiguous run's up to float rounding."""
+    weights are channels-last and the first steps' losses equal the contiguous run's up to float rounding."""
     steps = {"max_steps": 20, "log_every": 5}
     contiguous = train(tiny_config(run=steps, eval={"every_steps": 1000}))
     channels_last = train(tiny_config(run={**steps, "channels_last": True, "run_dir": str(tmp_path / "cl")},
@@ -61,8 +61,12 @@ def test_channels_last_trains_the_same_run_on_the_cpu(tiny_config, tmp_path):
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
                          for w in convs if w.shape[-1] > 1)
     assert len(channels_last.losses) == len(contiguous.losses) == 20
+    # the first steps agree to float rounding (seen: 1e-7); later, training amplifies the rounding chaotically
+    # (seen: up to 1e-2 by step 18, as between thread counts), so only closeness is asked of them
+    for ours, theirs in zip(channels_last.losses[:5], contiguous.losses[:5], strict=True):
+        assert ours == pytest.approx(theirs, rel=1e-5)
     for ours, theirs in zip(channels_last.losses, contiguous.losses, strict=True):
-        assert ours == pytest.approx(theirs, rel=1e-3, abs=1e-4)
+        assert ours == pytest.approx(theirs, rel=0.05)
     assert channels_last.metrics["val/acc1"] == pytest.approx(contiguous.metrics["val/acc1"], abs=0.05)
 
 
