@@ -37,20 +37,17 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime as _dt
 import os
 import sys
-import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import study_queue
 import yaml
 from common import REPO, RESULTS_DIR, SMOKE_DIR, ensure_plugins, run_study, shared_datasets, write_section
 
-from hasten.checkpoint import checkpoint_steps
 from hasten.commands import sweep
 
 PLUGINS = ("selection", "cooldown", "f1clr", "progressive")
@@ -278,7 +275,7 @@ def write_entries(configs: dict[str, dict[str, Any]], out: Path, experiment: str
     return entries
 
 
-Plan = list[tuple[sweep.SweepConfig, float, int]]
+Plan = list[study_queue.Item]
 
 
 def baseline_plan(dataset: str, entries: list[sweep.SweepConfig], seed: int, scale: str = "converged") -> Plan:
@@ -310,107 +307,6 @@ def plan_status(dataset: str, out: Path, items: Plan) -> list[bool]:
         print(f"{dataset:14s} seed {seed} {entry.label:48s} budget {budget:.3g}: "
               f"{'done' if done[-1] else 'to do'}")
     return done
-
-
-def queue_error(message: str) -> NoReturn:
-    """A bad queue file: one line naming the file, the line and what is allowed; exit 2."""
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-def queued_item(line: str, entries: list[sweep.SweepConfig], where: str,
-                baseline_budgets: Sequence[float] = ()) -> tuple[sweep.SweepConfig, float, int]:
-    """One queue line 'LABEL|BUDGET|SEED' (BUDGET a number or a fraction such as 2/3) as a plan item; a budget
-    above 1 only for the baseline, where the scale plans it (the plateau check)."""
-    by_label = {e.label: e for e in entries}
-    try:
-        label, budget_text, seed_text = (part.strip() for part in line.split("|"))
-        numerator, _, denominator = budget_text.partition("/")
-        budget = float(numerator) / float(denominator or 1)
-        seed = int(seed_text)
-    except ValueError:
-        queue_error(f"{where}: expected 'LABEL|BUDGET|SEED', got {line!r}")
-    if label not in by_label:
-        queue_error(f"{where}: unknown recipe {label!r}; known: {', '.join(by_label)}")
-    longer = [b for b in baseline_budgets if b > 1] if label == entries[0].label else []
-    if not (0 < budget <= 1 or budget in longer) or seed < 0:
-        allowed = "(0, 1]" + "".join(f" or {b:g}" for b in longer)
-        queue_error(f"{where}: budget must be in {allowed} and seed >= 0, got {line!r}")
-    return by_label[label], budget, seed
-
-
-def steps_done(out: Path, entry: sweep.SweepConfig, budget: float, seed: int) -> int:
-    """The step of the newest checkpoint a killed run left (what it continues from), 0 if none."""
-    return max(checkpoint_steps(sweep.run_dir_path(out, entry.label, entry.config_hash, budget, seed)), default=0)
-
-
-def estimated_seconds(out: Path, entry: sweep.SweepConfig, budget: float, seed: int,
-                      entries: list[sweep.SweepConfig]) -> float | None:
-    """Wall-clock seconds a queued run still needs: its steps left x the median seconds per step of this
-    recipe's records on this dataset (else the baseline's), + 15% for evaluation and 60 s to start; None with
-    no record to go by. Records trained contiguous (slower) keep it on the safe side."""
-    records = sweep.read_records(out)
-    for label in (entry.label, entries[0].label):
-        rates = sorted(r.wall_time / r.steps for r in records if r.label == label and r.steps)
-        if rates:
-            left = (sweep.with_budget(entry.config, budget).run.max_steps or 0) - steps_done(out, entry, budget, seed)
-            return 60.0 + 1.15 * max(0, left) * rates[len(rates) // 2]
-    return None
-
-
-def parse_until(text: str) -> float:
-    """``--until``: HH:MM (today, this machine's clock) or an ISO date and time; as a POSIX timestamp."""
-    now = _dt.datetime.now()
-    try:
-        if len(text) <= 5:
-            hours, minutes = (int(part) for part in text.split(":"))
-            moment = now.replace(hour=hours, minute=minutes, second=0, microsecond=0)
-        else:
-            moment = _dt.datetime.fromisoformat(text)
-    except ValueError:
-        queue_error(f"--until: expected HH:MM or an ISO date and time (2026-12-02T16:10), got {text!r}")
-    if moment <= now:
-        queue_error(f"--until: {text} has passed (now {now:%Y-%m-%d %H:%M}); name a later time")
-    return moment.timestamp()
-
-
-def run_queue(queue: Path, entries: list[sweep.SweepConfig], out: Path, baseline_budgets: Sequence[float],
-              until: float | None = None) -> None:
-    """Run the queue file's first run without a record that no other process trains, re-reading the file before
-    every run, until none is left (several drivers on one queue share it: each run is claimed while it trains).
-
-    With ``until`` (a timestamp: a session's end), a run whose estimate does not fit in the time left is passed
-    over for the next one that fits, and the queue stops when none fits: a run cut off at a machine's end
-    loses what it trained since its last checkpoint, or all of it when the run folder goes with the machine.
-    """
-    while True:
-        todo, passed_over = None, []
-        for number, line in enumerate(queue.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip() and not line.lstrip().startswith("#"):
-                entry, budget, seed = queued_item(line, entries, f"{queue}:{number}", baseline_budgets)
-                if sweep.record_path(out, entry.label, entry.config_hash, budget, seed).is_file():
-                    continue
-                if sweep.in_training(out, entry, budget, seed) is not None:
-                    continue  # another driver on this queue trains it: several drivers share one queue
-                needed = estimated_seconds(out, entry, budget, seed, entries) if until is not None else None
-                if until is not None and needed is not None and time.time() + needed > until:
-                    passed_over.append((entry.label, budget, seed, needed))
-                    continue
-                todo = (entry, budget, seed)
-                break
-        if todo is None:
-            if passed_over:
-                label, budget, seed, needed = min(passed_over, key=lambda item: item[3])
-                print(f"{queue}: no queued run fits before --until "
-                      f"{_dt.datetime.fromtimestamp(until or 0):%H:%M} ({len(passed_over)} left; the shortest, "
-                      f"{label} budget {budget:.3g} seed {seed}, needs about {needed / 60:.0f} min)", flush=True)
-            else:
-                print(f"{queue}: every queued run has a record or is being trained by another driver", flush=True)
-            return
-        for label, budget, seed, needed in passed_over:
-            print(f"passed over {label} budget {budget:.3g} seed {seed}: needs about {needed / 60:.0f} min, "
-                  "more than is left before --until", flush=True)
-        sweep.run_plan([todo], out)
 
 
 def plateau_text(records: list[sweep.SweepRecord], baseline: str, metric: str) -> str:
@@ -537,19 +433,9 @@ def main() -> int:
     parser.add_argument("--plan", action="store_true", help="list the planned runs and which are done; train nothing")
     parser.add_argument("--report", action="store_true", help="write the tables from the stored records; train nothing")
     parser.add_argument("--quick", action="store_true", help="tiny sizes on the embedded data (smoke check)")
-    parser.add_argument("--queue", type=Path, default=None, metavar="FILE",
-                        help="run in this order instead: one 'LABEL|BUDGET|SEED' per line (BUDGET may be 2/3), the "
-                        "file re-read before every run so the order can change while the study runs; done ones "
-                        "are skipped; needs one --dataset")
-    parser.add_argument("--until", default=None, metavar="TIME",
-                        help="with --queue: start only runs whose estimate (from this recipe's records) ends before "
-                        "TIME (HH:MM today, or an ISO date and time), passing over longer ones; stop when none fits")
+    study_queue.add_arguments(parser)
     args = parser.parse_args()
-    if args.until is not None and args.queue is None:
-        parser.error("--until: only with --queue")
-    until = parse_until(args.until) if args.until is not None else None
-    if args.queue is not None and args.dataset == "all":
-        parser.error("--queue: name the dataset the queue is for with --dataset")
+    until = study_queue.checked_arguments(parser, args)
     if args.seeds is None:
         args.seeds = 1 if args.scale == "gpu-short" else 3
     if args.seeds < 1:
@@ -577,9 +463,15 @@ def main() -> int:
         if entries is not None:
             studies[dataset] = (entries, out)
     planned_items: dict[str, Plan] = {}
-    if args.queue is not None and not (args.plan or args.report):
+    if (args.queue is not None or until is not None) and not (args.plan or args.report):
         for dataset, (entries, out) in studies.items():
-            run_queue(args.queue, entries, out, SCALE_SETTINGS[scale][dataset]["budgets"], until)
+            longer = {entries[0].label: SCALE_SETTINGS[scale][dataset]["budgets"]}
+            plan = (study_queue.queue_file_plan(args.queue, entries, longer) if args.queue is not None else
+                    lambda dataset=dataset, entries=entries: [
+                        item for seed in range(args.seeds)
+                        for item in baseline_plan(dataset, entries, seed, scale) + techniques_plan(entries, seed)])
+            study_queue.run_queue(plan, out, str(args.queue or f"the {dataset} plan"), until,
+                                  reference=lambda entry, baseline=entries[0].label: baseline)
             report(dataset, entries, out, args.quick, args.seeds, scale)
         return 0
     if not args.report:

@@ -58,6 +58,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import study_queue
 from common import RESULTS_DIR, SMOKE_DIR, ensure_plugins, run_study, write_section
 from frontier import Plan, doubling_gain, images_in, located_or_skipped, plan_status, write_entries
 from frontier import _relative as relative
@@ -441,7 +442,9 @@ def main() -> int:
     parser.add_argument("--report", action="store_true", help="write the tables from the stored records; train nothing")
     parser.add_argument("--quick", action="store_true", help="tiny sizes on the embedded scenes (smoke check), "
                         "written under benchmarks/results/smoke/")
+    study_queue.add_arguments(parser)
     args = parser.parse_args()
+    until = study_queue.checked_arguments(parser, args)
     if args.seeds is None:
         args.seeds = 1 if args.quick else 3
     if args.seeds < 1:
@@ -457,6 +460,21 @@ def main() -> int:
         entries = entries_for(dataset, out, args.quick, args.threads)
         if entries is not None:
             studies[dataset] = (entries, out)
+    if (args.queue is not None or until is not None) and not (args.plan or args.report):
+        for dataset, (entries, out) in studies.items():
+            plan = (study_queue.queue_file_plan(args.queue, list(entries.values())) if args.queue is not None else
+                    lambda entries=entries: [item for seed in range(args.seeds)
+                                             for item in baseline_plan(entries, seed) + techniques_plan(entries, seed)])
+
+            def train(item: study_queue.Item, out: Path = out) -> None:
+                sweep.run_plan([item], out)
+                run_probes([item], out, args.quick)  # now: the run's checkpoint may not outlive the session
+
+            study_queue.run_queue(plan, out, str(args.queue or f"the {dataset} plan"), until,
+                                  reference=lambda entry: f"{entry.label.split()[0]} cosine"
+                                  if entry.label != UNTRAINED else f"{METHODS[0]} cosine", train=train)
+            report(dataset, entries, out, args.quick, args.seeds)
+        return 0
     if not args.report:
         steps = [(seed, dataset, part) for seed in range(args.seeds) for part in ("baseline", "techniques")
                  for dataset in studies]

@@ -50,6 +50,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import study_queue
 import yaml
 from common import RESULTS_DIR, SMOKE_DIR, ensure_plugins, run_study, write_section
 from frontier import _relative, locate
@@ -165,7 +166,7 @@ def entries_for(dataset: str, out: Path, quick: bool, threads: int) -> dict[tupl
     return entries
 
 
-Item = tuple[sweep.SweepConfig, float, int]
+Item = study_queue.Item
 
 
 def plan_items(studies: dict[str, tuple[dict[Any, sweep.SweepConfig], Path]], seeds: int,
@@ -459,6 +460,24 @@ def write_gain_plot(gains: dict[str, dict[str, list[tuple[float, list[float]]]]]
 
 
 # ------------------------------------------------------------------ main
+def train_and_diagnose(dataset: str, item: Item, studies: dict[str, tuple[dict[Any, sweep.SweepConfig], Path]],
+                       quick: bool, seeds: int, prefix: str = "") -> None:
+    """Train one planned run; a full-length one then gets its diagnostics (now: its checkpoint may not outlive
+    the session) and the section is rewritten, so it stays current as runs finish."""
+    entries, out = studies[dataset]
+    entry, budget, seed = item
+    prefix = prefix or f"{dataset}:"
+    try:
+        sweep.run_plan([item], out, log=lambda text: print(prefix, text, flush=True))
+    except (UserError, TrainingStopped) as error:  # e.g. a diverged run: the study goes on without it
+        print(f"{prefix} {entry.label}, budget {budget:g}, seed {seed}: FAILED ({error}); no record, "
+              "so it is tried again on the next run of the script", flush=True)
+        return
+    if budget == 1.0:
+        print(f"    {entry.label}, seed {seed}: {diagnose(entry, seed, out, dataset)}", flush=True)
+        report(dataset, entries, out, quick, seeds)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=("imagenette", "depth", "all"), default="all")
@@ -467,7 +486,9 @@ def main() -> int:
     parser.add_argument("--plan", action="store_true", help="list the planned runs, which are done, estimated hours")
     parser.add_argument("--report", action="store_true", help="write the sections from the stored records only")
     parser.add_argument("--quick", action="store_true", help="tiny sizes on the embedded data (smoke check)")
+    study_queue.add_arguments(parser)
     args = parser.parse_args()
+    until = study_queue.checked_arguments(parser, args)
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
     if seeds < 1:
         parser.error("--seeds: at least 1")
@@ -500,20 +521,18 @@ def main() -> int:
               "small_resnet width 16 at 32 px, the 2-core machine unloaded; a loaded machine is slower, e.g. "
               "2.5x at the 200 images/s the frontier study measured under load)")
         return 0
-    if not args.report:
+    if (args.queue is not None or until is not None) and not args.report:
+        for dataset, (entries, out) in studies.items():
+            plan = (study_queue.queue_file_plan(args.queue, list(entries.values())) if args.queue is not None else
+                    lambda dataset=dataset: [item for d, item in items if d == dataset])
+            bn_of = {e.label: label(optimizer, fraction, None) for (optimizer, fraction, _), e in entries.items()}
+            study_queue.run_queue(plan, out, str(args.queue or f"the {dataset} plan"), until,
+                                  reference=lambda entry, bn_of=bn_of: bn_of[entry.label],
+                                  train=lambda item, dataset=dataset: train_and_diagnose(dataset, item, studies,
+                                                                                         args.quick, seeds))
+    elif not args.report:
         for number, (dataset, item) in enumerate(items, 1):
-            entries, out = studies[dataset]
-            entry, budget, seed = item
-            prefix = f"[{number}/{len(items)}] {dataset}:"
-            try:
-                sweep.run_plan([item], out, log=lambda text, prefix=prefix: print(prefix, text, flush=True))
-            except (UserError, TrainingStopped) as error:  # e.g. a diverged run: the study goes on without it
-                print(f"{prefix} {entry.label}, budget {budget:g}, seed {seed}: FAILED ({error}); no record, "
-                      "so it is tried again on the next run of the script", flush=True)
-                continue
-            if budget == 1.0:
-                print(f"    {entry.label}, seed {seed}: {diagnose(entry, seed, out, dataset)}", flush=True)
-                report(dataset, entries, out, args.quick, seeds)  # the section stays current as runs finish
+            train_and_diagnose(dataset, item, studies, args.quick, seeds, f"[{number}/{len(items)}] {dataset}:")
     for dataset, (entries, out) in studies.items():
         report(dataset, entries, out, args.quick, seeds)
     return 0
