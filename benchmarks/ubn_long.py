@@ -56,7 +56,7 @@ from common import RESULTS_DIR, SMOKE_DIR, ensure_plugins, run_study, write_sect
 from frontier import _relative, locate
 
 from hasten.commands import sweep
-from hasten.errors import TrainingStopped, UserError
+from hasten.errors import TrainingInterrupted, TrainingStopped, UserError
 
 FRACTIONS = (0.05, 0.1, 0.25)
 MODES = ("two_step", "two_step_grad", "joint")
@@ -469,6 +469,8 @@ def train_and_diagnose(dataset: str, item: Item, studies: dict[str, tuple[dict[A
     prefix = prefix or f"{dataset}:"
     try:
         sweep.run_plan([item], out, log=lambda text: print(prefix, text, flush=True))
+    except TrainingInterrupted:
+        raise  # SIGINT/SIGTERM (a session's end) stops the study, not only this run
     except (UserError, TrainingStopped) as error:  # e.g. a diverged run: the study goes on without it
         print(f"{prefix} {entry.label}, budget {budget:g}, seed {seed}: FAILED ({error}); no record, "
               "so it is tried again on the next run of the script", flush=True)

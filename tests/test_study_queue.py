@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 
 from hasten.commands import sweep
+from hasten.errors import TrainingInterrupted, TrainingStopped
 from hasten.testing import tiny_config_dict
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import frontier  # noqa: E402  (benchmarks/ is not a package)
 import study_queue  # noqa: E402
+import ubn_long  # noqa: E402
 
 
 def record(entry: sweep.SweepConfig, budget: float, seed: int, steps: int, wall_time: float) -> sweep.SweepRecord:
@@ -133,3 +135,18 @@ def test_every_study_refuses_a_queue_or_deadline_for_all_datasets(script: str, f
         module.main()
     assert stop.value.code == 2
     assert f"{flag[0]}: name the dataset it is for with --dataset" in capsys.readouterr().err
+
+
+def test_the_ubn_study_goes_on_after_a_failed_run_and_stops_at_a_signal(study, monkeypatch, capsys) -> None:
+    out, (uniform, _other) = study
+    studies = {"depth": ({}, out)}
+    stops = [TrainingStopped("non-finite loss at step 3", 3), TrainingInterrupted("stopped by SIGTERM", 3, None, 15)]
+
+    def run_plan(items, out, log):  # what the engine raises for a diverged run, then at a session's end
+        raise stops.pop(0)
+
+    monkeypatch.setattr(ubn_long.sweep, "run_plan", run_plan)
+    ubn_long.train_and_diagnose("depth", (uniform, 0.5, 0), studies, True, 1)  # the study goes on
+    assert "uniform, budget 0.5, seed 0: FAILED (non-finite loss at step 3)" in capsys.readouterr().out
+    with pytest.raises(TrainingInterrupted):  # SIGTERM stops the whole study, not only this run
+        ubn_long.train_and_diagnose("depth", (uniform, 0.5, 0), studies, True, 1)
