@@ -5,6 +5,7 @@
     python benchmarks/frontier.py --report                      (tables from the stored records only)
     python benchmarks/frontier.py --quick                       (tiny sizes on the embedded data: checks the script)
     python benchmarks/frontier.py --scale gpu-short [--plan]    (suite in < 8 min on one H200: gpu_short.sh)
+    nice python benchmarks/frontier.py --dataset imagenette --queue Q --until 20:30   (a session: study_queue.py)
 
 The uniform (fully annealed cosine) baseline is trained at several budgets of
 a length where it is near its plateau (doubling the budget adds under one
