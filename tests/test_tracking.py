@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -222,6 +223,31 @@ def test_resumed_run_continues_the_same_mlflow_run(tmp_path: Path, monkeypatch: 
     # The mirrored history behind the plots covers both parts of the run.
     rows = [json.loads(line) for line in (Path(second.run_dir) / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows if "train/loss" in row["metrics"]] == [0, 1, 2, 3, 4, 5]
+
+
+def test_git_commit_dirty_ignores_the_given_paths(tmp_path: Path) -> None:
+    """A study's own output (its RESULTS.md section, its records) does not mark the code it trains with as
+    changed; a changed source file does, wherever the process runs in the tree."""
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("a = 1\n")
+    (tmp_path / "RESULTS.md").write_text("old\n")
+    (tmp_path / "results" / "r.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "x")
+    ignore = ("*.md", "results")
+    assert git_commit(tmp_path, ignore)[1] is False  # type: ignore[index]
+    (tmp_path / "RESULTS.md").write_text("new\n")
+    (tmp_path / "results" / "r.json").write_text('{"a": 1}\n')
+    assert git_commit(tmp_path)[1] is True  # type: ignore[index]
+    assert git_commit(tmp_path, ignore)[1] is False  # type: ignore[index]
+    assert git_commit(tmp_path / "results", ignore)[1] is False  # type: ignore[index]
+    (tmp_path / "code.py").write_text("a = 2\n")
+    assert git_commit(tmp_path / "results", ignore)[1] is True  # type: ignore[index]
 
 
 def test_git_commit_is_optional(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -49,6 +49,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,14 +88,17 @@ FLOP_CONVENTION = {
     "flops.counted": "once per (module, input shape), eval mode, per sample, scaled by batch size",
     "flops.overhead": "extra forwards reported by plugins, flops/overhead/<plugin>",
 }
-def git_commit(cwd: str | Path | None = None) -> tuple[str, bool] | None:
-    """(commit, dirty) of the git work tree at ``cwd``; None without git or a repository."""
+def git_commit(cwd: str | Path | None = None, ignore: Sequence[str] = ()) -> tuple[str, bool] | None:
+    """(commit, dirty) of the git work tree at ``cwd``; None without git or a repository.
+
+    ``ignore``: pathspecs (from the repository's top) whose changes do not make the tree dirty."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+             *(f":(top,exclude){spec}" for spec in ignore)],
             cwd=cwd, capture_output=True, text=True, timeout=5, check=False,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):

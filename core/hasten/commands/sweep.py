@@ -308,7 +308,9 @@ def code_commit() -> str | None:
     made while a long sweep runs must not relabel its later records."""
     from hasten.builtins.tracking import git_commit
 
-    commit = git_commit()
+    # a study rewrites its RESULTS.md section and stores its records in the checkout it trains from: those
+    # are its output, not changes to the code that trained it
+    commit = git_commit(ignore=("*.md", "benchmarks/results"))
     return None if commit is None else commit[0][:12] + ("+dirty" if commit[1] else "")
 
 
