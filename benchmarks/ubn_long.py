@@ -533,7 +533,9 @@ def main() -> int:
         return 0
     if (args.queue is not None or until is not None) and not args.report:
         for dataset, (entries, out) in studies.items():
-            plan = (study_queue.queue_file_plan(args.queue, list(entries.values())) if args.queue is not None else
+            longer = {e.label: PLATEAU_BUDGETS for (_, _, mode), e in entries.items() if mode is None}
+            plan = (study_queue.queue_file_plan(args.queue, list(entries.values()), longer)
+                    if args.queue is not None else
                     lambda dataset=dataset: [item for d, item in items if d == dataset])
             bn_of = {e.label: label(optimizer, fraction, None) for (optimizer, fraction, _), e in entries.items()}
             study_queue.run_queue(plan, out, str(args.queue or f"the {dataset} plan"), until,
