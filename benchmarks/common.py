@@ -38,7 +38,6 @@ import platform
 import re
 import shlex
 import statistics
-import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator, Sequence
@@ -59,7 +58,8 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 import torch  # noqa: E402
 
-from hasten.commands.sweep import EVAL_FLOPS, EVAL_SECONDS, EvalClock  # noqa: E402
+from hasten.builtins.tracking import git_commit  # noqa: E402
+from hasten.commands.sweep import EVAL_FLOPS, EVAL_SECONDS, STUDY_OUTPUT, EvalClock  # noqa: E402
 from hasten.plugins import installed_plugins, register_plugin  # noqa: E402
 
 SMOKE_MARK = "(smoke run, not a measurement)"
@@ -393,14 +393,8 @@ def write_plot(results: dict[str, RecipeRuns], metric: str, targets: dict[str, f
 def machine_info() -> str:
     """Platform, CPU count, threads, torch version, GPU (or none), git commit, load average."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True, timeout=5).stdout.strip() or "?"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        commit += " (uncommitted changes)" if dirty else ""
-    except OSError:
-        commit = "?"
+    found = git_commit(REPO, ignore=STUDY_OUTPUT)  # the code's commit, as the study's records name it
+    commit = "?" if found is None else found[0][:7] + (" (uncommitted changes)" if found[1] else "")
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     return (f"{platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
             f"torch {torch.__version__} ({torch.get_num_threads()} threads), GPU: {gpu}; commit {commit}; "

@@ -60,6 +60,9 @@ NOT_THE_RECIPE = (
     "eval.every_steps",  # when a run is measured, not what it trains (final values are what a sweep keeps)
     "run.channels_last",  # a memory layout: the same math, only float rounding differs (as with run.threads)
 )
+#: what a study writes into the checkout it trains from (its RESULTS.md section, its committed records): its
+#: output, not a change to the code that trained it, so neither makes a record's code commit "+dirty"
+STUDY_OUTPUT = ("*.md", "benchmarks/results")
 #: written in a sweep run's folder before it trains: which (run hash, seed) the folder's checkpoints belong to
 SWEEP_RUN_FILE = "sweep-run.json"
 EVAL_FLOPS = "eval/flops"
@@ -308,9 +311,7 @@ def code_commit() -> str | None:
     made while a long sweep runs must not relabel its later records."""
     from hasten.builtins.tracking import git_commit
 
-    # a study rewrites its RESULTS.md section and stores its records in the checkout it trains from: those
-    # are its output, not changes to the code that trained it
-    commit = git_commit(ignore=("*.md", "benchmarks/results"))
+    commit = git_commit(ignore=STUDY_OUTPUT)
     return None if commit is None else commit[0][:12] + ("+dirty" if commit[1] else "")
 
 
