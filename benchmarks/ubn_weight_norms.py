@@ -13,7 +13,7 @@ at 5% labels, seed 0 (benchmarks/results/ubn_long/depth/configs/), trained again
 run, and per checkpoint the Frobenius norm of every conv weight that feeds a BatchNorm and its relative change since
 the previous checkpoint. The final val/delta1 is checked against the study's record of the same recipe and seed.
 
-Runs (checkpoints) go to benchmarks/results/ubn_long/depth/probe_runs/ (not committed); the per-run norms to
+Runs are trained by `hasten sweep`'s run_one (its run folder, resume check, MLflow run) in benchmarks/results/ubn_long/depth/probe_runs/ (not committed); the per-run norms to
 benchmarks/results/ubn_long/depth/weight_norms/<run>.json (committed; a rerun skips a run that has one).
 """
 
@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 from common import RESULTS_DIR, ensure_plugins, run_study, write_section
 
+from hasten.builtins.record import read_metrics
 from hasten.checkpoint import checkpoint_steps, load_checkpoint
 from hasten.commands import sweep
 from hasten.config import load_config
-from hasten.engine import train
 
 STUDY = RESULTS_DIR / "ubn_long" / "depth"
 OUT = STUDY / "weight_norms"
@@ -52,45 +52,41 @@ SEED = 0
 SNAPSHOTS = 10
 
 
-def bn_fed_convs(model: torch.nn.Module) -> list[str]:
-    """Names of the conv weights whose output a BatchNorm normalises (the next BN module after each conv)."""
+def bn_fed_convs(weights: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the conv weights whose output a BatchNorm normalises: in a state dict's (module) order, each 4-D
+    weight followed by a BatchNorm's running_mean before the next conv."""
     names, pending = [], None
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Conv2d):
+    for name, tensor in weights.items():
+        if name.endswith(".weight") and tensor.dim() == 4:
             pending = name
-        elif isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and pending is not None:
-            names.append(pending + ".weight")
+        elif name.endswith(".running_mean") and pending is not None:
+            names.append(pending)
             pending = None
     return names
 
 
 def final_train_loss(run_dir: Path, logs: int = 5) -> float:
     """Mean train/loss of the run's last ``logs`` logged steps (metrics.jsonl): does the mode fit the labeled set?"""
-    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    rows = [json.loads(line)["metrics"] for line in lines]
-    losses = [r["train/loss"] for r in rows if "train/loss" in r]
+    losses = [row["metrics"]["train/loss"] for row in read_metrics(run_dir) if "train/loss" in row["metrics"]]
     return statistics.fmean(losses[-logs:])
 
 
-def probe(config_name: str, label: str, overrides: tuple[str, ...], name: str, threads: int) -> dict[str, Any]:
-    config = load_config(STUDY / "configs" / f"{config_name}.yaml", list(overrides))
+def probe(config_name: str, label: str, overrides: tuple[str, ...], threads: int) -> dict[str, Any]:
+    """Train one probe with `hasten sweep`'s run_one (its run folder, resume check, MLflow run) and read its norms."""
+    config = load_config(STUDY / "configs" / f"{config_name}.yaml")
     steps = config.run.max_steps or 0
-    run_dir = RUNS / name
-    config.run.seed = SEED
-    config.run.threads = threads
-    config.run.run_dir = str(run_dir)
-    config.run.checkpoint_every = steps // SNAPSHOTS
-    config.run.keep_checkpoints = SNAPSHOTS + 1
-    config.tracking.enabled = False
-    result = train(config, resume=run_dir.is_dir(), quiet=True)
-    if result.stop_reason is not None:
-        raise SystemExit(f"{label}: stopped ({result.stop_reason}); run again to continue")
-    assert result.state is not None
-    convs = bn_fed_convs(result.state.model)
+    every = [f"run.checkpoint_every={steps // SNAPSHOTS}", f"run.keep_checkpoints={SNAPSHOTS + 1}",
+             f"run.threads={threads}", f"tracking.uri=sqlite:///{RUNS / 'mlflow.db'}"]
+    (entry,) = sweep.prepare([str(STUDY / "configs" / f"{config_name}.yaml")], [*overrides, *every], [1.0], 1,
+                             [label + "".join(f", {o}" for o in overrides)])
+    result = sweep.run_one(entry, 1.0, SEED, RUNS)
+    run_dir = sweep.run_dir_path(RUNS, entry.label, entry.config_hash, 1.0, SEED)
+    snapshots = [load_checkpoint(run_dir / "checkpoints" / f"step-{step:09d}.pt")["model"]
+                 for step in checkpoint_steps(run_dir)]
+    convs = bn_fed_convs(snapshots[0])
     rows: list[dict[str, Any]] = []
     previous: dict[str, torch.Tensor] | None = None
-    for step in checkpoint_steps(run_dir):
-        weights = load_checkpoint(run_dir / "checkpoints" / f"step-{step:09d}.pt")["model"]
+    for step, weights in zip(checkpoint_steps(run_dir), snapshots, strict=True):
         norms = {n: float(weights[n].norm()) for n in convs}
         change: dict[str, float] | None = None
         if previous is not None:
@@ -99,9 +95,9 @@ def probe(config_name: str, label: str, overrides: tuple[str, ...], name: str, t
         previous = {n: weights[n].clone() for n in convs}
     records = [r for r in sweep.read_records(STUDY)
                if r.label == label and r.seed == SEED and r.budget == 1.0 and not overrides]
-    return {"label": label + "".join(f", {o}" for o in overrides), "seed": SEED, "overrides": list(overrides),
+    return {"label": entry.label, "seed": SEED, "overrides": list(overrides),
             "train_loss_end": final_train_loss(run_dir), "steps": steps, "convs": convs, "snapshots": rows,
-            "val/delta1": result.metrics.get("val/delta1"),
+            "val/delta1": result.value,
             "study_record_value": records[0].value if records else None, "code_commit": sweep.code_commit()}
 
 
@@ -147,7 +143,7 @@ def main() -> int:
             target = OUT / f"{name}.json"
             if target.is_file():
                 continue
-            sweep.write_json(target, probe(config_name, label, overrides, name, args.threads))
+            sweep.write_json(target, probe(config_name, label, overrides, args.threads))
             print(f"{label}: written {target}", flush=True)
     report()
     return 0
