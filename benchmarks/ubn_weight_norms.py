@@ -13,7 +13,8 @@ at 5% labels, seed 0 (benchmarks/results/ubn_long/depth/configs/), trained again
 run, and per checkpoint the Frobenius norm of every conv weight that feeds a BatchNorm and its relative change since
 the previous checkpoint. The final val/delta1 is checked against the study's record of the same recipe and seed.
 
-Runs are trained by `hasten sweep`'s run_one (its run folder, resume check, MLflow run) in benchmarks/results/ubn_long/depth/probe_runs/ (not committed); the per-run norms to
+Runs are trained by `hasten sweep`'s run_one (its run folder, resume check, MLflow run) in
+benchmarks/results/ubn_long/depth/probe_runs/ (not committed); the per-run norms go to
 benchmarks/results/ubn_long/depth/weight_norms/<run>.json (committed; a rerun skips a run that has one).
 """
 
