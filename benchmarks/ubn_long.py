@@ -8,8 +8,11 @@
 The labeled-fraction study in the regime where UBN's gains are reported: a
 small labeled set trained on for long, so the network fits its few labeled
 images and their feature statistics drift from the unlabeled ones. Each
-dataset's length is a fixed number of steps; at 5% labels that is hundreds
-of epochs of the labeled images (the tables state the epochs per fraction).
+(dataset, labeled fraction) has its length in steps (SCALES): hundreds of
+epochs of the labeled images, and long enough that BN's val metric has
+stopped rising (the plateau check below; the tables state steps and epochs
+per fraction). Imagenette's 10% and 25% run longer than its 5% because at
+5%'s 2000 steps their BN baseline still gained 1.1-1.8 points from doubling.
 
 * Imagenette (``$HASTEN_SHARED_DATA/imagenette2-128`` or
   ``../shared/datasets/imagenette2-128``; skipped with the reason when absent)
@@ -79,14 +82,18 @@ OPTIMIZERS: dict[str, dict[str, Any]] = {
 }
 OPTIMIZER_TEXT = {"sgd": "SGD 0.1 nesterov, wd 5e-4", "adam": "Adam 2e-4"}
 
-#: per dataset: length in steps (fixed over fractions), sizes, optimisers
+#: per dataset: length in steps per labeled fraction, sizes, optimisers
 SCALES: dict[str, dict[str, Any]] = {
-    # 9469 training images: 5% = 473 labeled -> 2000 x 64 / 473 = 270 epochs of them (10%: 135, 25%: 54)
-    "imagenette": {"steps": 2000, "batch": 64, "resolution": 32, "width": 16, "metric": "val/acc1",
-                   "optimizers": ("sgd", "adam")},
+    # 9469 training images: 5% = 473 labeled -> 2000 x 64 / 473 = 270 epochs of them; 10%: 4000 steps = 270
+    # epochs; 25%: 8000 steps = 216 epochs. 10%/25% were 2000 steps at first (135/54 epochs): not on BN's plateau
+    # (doubling added +1.1 to +1.8 points, seed 0), so they were lengthened; doubling 2000 keeps the 10% seed-0 BN
+    # runs at 2000 and 4000 steps as this length's 1/2 and 1 (the sweep reuses a run of the same recipe)
+    "imagenette": {"steps": {0.05: 2000, 0.1: 4000, 0.25: 8000}, "batch": 64, "resolution": 32, "width": 16,
+                   "metric": "val/acc1", "optimizers": ("sgd", "adam")},
     # 4000 training frames: 5% = 200 labeled -> 1500 x 32 / 200 = 240 epochs of them (10%: 120, 25%: 48)
-    "depth": {"steps": 1500, "batch": 32, "resolution": 32, "widths": [16, 32, 64, 128], "train_size": 4000,
-              "val_size": 500, "metric": "val/delta1", "optimizers": ("sgd", "adam")},
+    "depth": {"steps": {0.05: 1500, 0.1: 1500, 0.25: 1500}, "batch": 32, "resolution": 32,
+              "widths": [16, 32, 64, 128], "train_size": 4000, "val_size": 500, "metric": "val/delta1",
+              "optimizers": ("sgd", "adam")},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "imagenette": {"steps": 24, "batch": 16, "resolution": 16, "width": 4, "train_size": 512, "val_size": 128},
@@ -100,12 +107,24 @@ def label(optimizer: str, fraction: float, mode: str | None) -> str:
     return f"{optimizer} {fraction:.0%} " + (BN if mode is None else f"UBN {mode}")
 
 
+def length(dataset: str, fraction: float, quick: bool) -> int:
+    """Steps of a full-length (budget 1) run of ``dataset`` at ``fraction`` labels."""
+    return int(QUICK[dataset]["steps"]) if quick else int(SCALES[dataset]["steps"][fraction])
+
+
+def set_length(config: dict[str, Any], steps: int) -> None:
+    """``config`` (a base_config) made ``steps`` long, with its evaluations, logs and checkpoints spread over it."""
+    every = max(1, steps // EVALS_PER_LENGTH)
+    config["run"].update({"max_steps": steps, "log_every": max(1, min(50, every)),
+                          "checkpoint_every": max(1, steps // 12)})
+    config["eval"]["every_steps"] = every
+
+
 def base_config(dataset: str, quick: bool, threads: int) -> dict[str, Any] | None:
-    """The BN config of ``dataset`` (no fraction, no optimiser yet); None when its data is absent."""
+    """The BN config of ``dataset`` (no fraction, optimiser or length yet); None when its data is absent."""
     s = SCALES[dataset]
     q = QUICK[dataset] if quick else {}
-    steps, batch, res = q.get("steps", s["steps"]), q.get("batch", s["batch"]), q.get("resolution", s["resolution"])
-    every = max(1, steps // EVALS_PER_LENGTH)
+    batch, res = q.get("batch", s["batch"]), q.get("resolution", s["resolution"])
     if dataset == "imagenette":
         if quick:  # the embedded stand-in of the same shape of task
             data: dict[str, Any] = {"dataset": "procedural",
@@ -118,22 +137,20 @@ def base_config(dataset: str, quick: bool, threads: int) -> dict[str, Any] | Non
             data = found
         model: dict[str, Any] = {"name": "small_resnet", "options": {"width": q.get("width", s.get("width"))}}
         task: dict[str, Any] = {}
-        evaluation: dict[str, Any] = {"every_steps": every, "batch_size": 512, "train_subset": 1024}
+        evaluation: dict[str, Any] = {"batch_size": 512, "train_subset": 1024}
     else:
         data = {"dataset": "procedural_depth", "options": {"train_size": q.get("train_size", s["train_size"]),
                                                            "val_size": q.get("val_size", s["val_size"])}}
         model = {"name": "dispnet", "options": {"widths": q.get("widths", s["widths"])}}
         task = {"task": {"name": "depth"}}
-        evaluation = {"every_steps": every, "batch_size": 128, "metric": "val/delta1"}
+        evaluation = {"batch_size": 128, "metric": "val/delta1"}
     data.update({"resolution": res, "batch_size": batch, "num_workers": 0})
     return {
         # every finished run writes its final checkpoint (run.final_checkpoint): the diagnostics read it;
-        # checkpoint_every: a run stopped at a session's end continues, losing at most 1/12 of it; channels_last:
-        # faster steps on the CPU for both models (benchmarks/memory_format.py), the same math. Neither is part
-        # of the recipe's hash.
-        "run": {"name": f"ubn-long-{dataset}", "max_steps": steps, "log_every": max(1, min(50, every)),
-                "progress": False, "threads": threads, "checkpoint_every": max(1, steps // 12),
-                "channels_last": True},
+        # checkpoint_every (set_length): a run stopped at a session's end continues, losing at most 1/12 of it;
+        # channels_last: faster steps on the CPU for both models (benchmarks/memory_format.py), the same math.
+        # Neither is part of the recipe's hash.
+        "run": {"name": f"ubn-long-{dataset}", "progress": False, "threads": threads, "channels_last": True},
         "data": data,
         "model": model,
         **task,
@@ -158,6 +175,7 @@ def entries_for(dataset: str, out: Path, quick: bool, threads: int) -> dict[tupl
         for fraction in (QUICK_FRACTIONS if quick else FRACTIONS):
             for mode in (None, *MODES):
                 config = copy.deepcopy(base)
+                set_length(config, length(dataset, fraction, quick))
                 config["optim"] = dict(OPTIMIZERS[optimizer])
                 config["data"]["labeled_fraction"] = fraction
                 if mode is not None:
@@ -309,7 +327,7 @@ def report(dataset: str, entries: dict[tuple[str, float, str | None], sweep.Swee
     metric = s["metric"]
     optimizers = [o for o in s["optimizers"] if any(k[0] == o for k in entries)]
     fractions = sorted({k[1] for k in entries})
-    steps = next(iter(entries.values())).config.run.max_steps
+    steps = {k[1]: e.config.run.max_steps or 0 for k, e in entries.items()}  # per fraction
     batch = next(iter(entries.values())).config.data.batch_size
     lines: list[str] = []
     gains_for_plot: dict[str, dict[str, list[tuple[float, list[float]]]]] = {}
@@ -317,14 +335,15 @@ def report(dataset: str, entries: dict[tuple[str, float, str | None], sweep.Swee
     for optimizer in optimizers:
         lines += [f"**{OPTIMIZER_TEXT[optimizer]}**: final {metric}: median [min, max] (number of seeds); "
                   "gain = UBN - BN in points, paired per seed (each seed draws its own labeled subset).", "",
-                  "| labeled | labeled images (about) | epochs of them | BN | "
+                  "| labeled | labeled images (about) | steps | epochs of them | BN | "
                   + " | ".join(f"UBN {m} | gain {m}" for m in MODES) + " |",
-                  "|---|---|---|---|" + "---|---|" * len(MODES)]
+                  "|---|---|---|---|---|" + "---|---|" * len(MODES)]
         for fraction in fractions:
             bn_entry = entries[(optimizer, fraction, None)]
             bn = values(bn_entry)
             count = labeled_count(dataset, bn_entry, fraction)
-            cells = [f"{fraction:.0%}", str(count), f"{steps * batch / count:.0f}", _spread(list(bn.values()))]
+            cells = [f"{fraction:.0%}", str(count), str(steps[fraction]), f"{steps[fraction] * batch / count:.0f}",
+                     _spread(list(bn.values()))]
             for mode in MODES:
                 mine = values(entries[(optimizer, fraction, mode)])
                 paired = [mine[k] - bn[k] for k in mine if k in bn]
@@ -348,11 +367,11 @@ def report(dataset: str, entries: dict[tuple[str, float, str | None], sweep.Swee
                     f"{_points(gain)} points over {count} seed(s): target (>= +2 points) "
                     + ("met." if gain >= 0.02 else "NOT met."))
     # the plateau: BN at half, full and twice the length; the verdict is on 1 -> 2 (is the length on it?)
-    plateau = [f"BN plateau check (length {steps} steps; 1/2 = {steps // 2}, 2 = {2 * steps}): the length is on the "
-               "plateau when doubling it (1 -> 2) adds < 1 point; 1/2 -> 1 shows the approach.", "",
-               "| optimiser | labeled | BN at 1/2 | BN at 1 | BN at 2 | 1/2 -> 1 adds (points, paired) "
+    plateau = ["BN plateau check (length 1 = the steps of each fraction, 1/2 and 2 = half and twice them): the "
+               "length is on the plateau when doubling it (1 -> 2) adds < 1 point; 1/2 -> 1 shows the approach.", "",
+               "| optimiser | labeled | steps at 1 | BN at 1/2 | BN at 1 | BN at 2 | 1/2 -> 1 adds (points, paired) "
                "| 1 -> 2 adds (points, paired) | trainset/acc1 at 1 | on the plateau? |",
-               "|---|---|---|---|---|---|---|---|---|"]
+               "|---|---|---|---|---|---|---|---|---|---|"]
     for optimizer in optimizers:
         for fraction in fractions:
             entry = entries[(optimizer, fraction, None)]
@@ -362,7 +381,8 @@ def report(dataset: str, entries: dict[tuple[str, float, str | None], sweep.Swee
             train = [by_key[(entry.label, 1.0, k)].trainset_acc1 for k in full]
             verdict = ("-" if not beyond else "yes" if statistics.median(beyond) < 0.01
                        else "NO (still rising at 2x)")
-            plateau.append(f"| {OPTIMIZER_TEXT[optimizer]} | {fraction:.0%} | {_spread(list(half.values()))} | "
+            plateau.append(f"| {OPTIMIZER_TEXT[optimizer]} | {fraction:.0%} | {steps[fraction]} | "
+                           f"{_spread(list(half.values()))} | "
                            f"{_spread(list(full.values()))} | {_spread(list(double.values()))} | "
                            f"{_spread(rising, '+.2f', 100.0)} | {_spread(beyond, '+.2f', 100.0)} | "
                            f"{_spread([t for t in train if t is not None], '.3f')} | {verdict} |")
@@ -375,8 +395,9 @@ def report(dataset: str, entries: dict[tuple[str, float, str | None], sweep.Swee
     plot = write_gain_plot(gains_for_plot, out / "gain.png", f"{dataset}: UBN gain over BN vs labeled fraction")
     body = "\n".join([
         f"Scale: {'quick (smoke)' if quick else 'long training'}: {sizes}, "
-        f"{first.data.resolution} px, batch {batch} labeled + {batch} unlabeled (UBN), {steps} steps at every "
-        f"fraction, cosine to 0; optimisers: {', '.join(OPTIMIZER_TEXT[o] for o in optimizers)}; "
+        f"{first.data.resolution} px, batch {batch} labeled + {batch} unlabeled (UBN), "
+        + ", ".join(f"{n} steps at {f:.0%}" for f, n in sorted(steps.items()))
+        + f" labels, cosine to 0; optimisers: {', '.join(OPTIMIZER_TEXT[o] for o in optimizers)}; "
         f"UBN modes {', '.join(MODES)}; the rest of the train split is the unlabeled stream.",
         "",
         f"Held: {len(records)} of {runs_planned} planned runs ({seeds} seed{'s' if seeds > 1 else ''}); every cell "
@@ -515,17 +536,23 @@ def main() -> int:
         rate = macs_per_second()
         todo_s = total_s = 0.0
         done = 0
+        #: runs any config of the study trained: a planned run of the same recipe reuses one (run_plan)
+        trained = {dataset: {(str(r.run_hash), r.seed): r for r in sweep.read_records(out) if r.run_hash}
+                   for dataset, (_, out) in studies.items()}
         for number, (dataset, (entry, budget, seed)) in enumerate(items, 1):
             out = studies[dataset][1]
             finished = sweep.record_path(out, entry.label, entry.config_hash, budget, seed).is_file()
+            same = trained[dataset].get((sweep.recipe_hash(sweep.with_budget(entry.config, budget)), seed))
             seconds = estimated_seconds(entry, budget, out, rate)
             total_s += seconds
             done += finished
-            todo_s += 0.0 if finished else seconds
+            todo_s += 0.0 if finished or same is not None else seconds
+            state = ("done" if finished else "to do" if same is None else
+                     f"reuses the run of {same.label} at budget {same.budget:g} (no training)")
             diag = ("" if budget != 1.0 else
                     ", diagnostics " + ("done" if diagnostics_path(out, entry, seed).is_file() else "to do"))
             print(f"[{number:3d}] {dataset:10s} seed {seed} {entry.label:26s} budget {budget:g}: "
-                  f"{'done' if finished else 'to do'}{diag} (~{seconds / 60:.0f} min)")
+                  f"{state}{diag} (~{seconds / 60:.0f} min)")
         print(f"\n{done} of {len(items)} runs done; to do: ~{todo_s / 3600:.1f} CPU hours of {total_s / 3600:.1f} "
               f"in all (estimate: `hasten estimate` FLOPs at {ESTIMATE_IMAGES_PER_S} training images/s of "
               "small_resnet width 16 at 32 px, the 2-core machine unloaded; a loaded machine is slower, e.g. "
