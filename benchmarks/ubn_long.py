@@ -4,6 +4,8 @@
     nice python benchmarks/ubn_long.py                (everything not done yet; many hours on 2 cores, resumable)
     python benchmarks/ubn_long.py --report            (RESULTS.md sections from the stored records only)
     python benchmarks/ubn_long.py --quick             (tiny sizes on the embedded data: checks the script)
+    nice python benchmarks/ubn_long.py --rediagnose   (retrain the runs whose diagnostics are missing: their
+                                                       checkpoint went with an earlier machine)
 
 The labeled-fraction study in the regime where UBN's gains are reported: a
 small labeled set trained on for long, so the network fits its few labeled
@@ -49,7 +51,7 @@ import json
 import math
 import statistics
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -242,14 +244,18 @@ def diagnostics_path(out: Path, entry: sweep.SweepConfig, seed: int) -> Path:
     return out / "diagnostics" / f"{sweep._slug(entry.label)}-{entry.config_hash}" / f"b1-s{seed}.json"
 
 
-def diagnose(entry: sweep.SweepConfig, seed: int, out: Path, dataset: str) -> str:
-    """Table 2.1 distances (and MC-BN for classification) of a finished full-length run, stored once."""
+def diagnose(entry: sweep.SweepConfig, seed: int, out: Path, dataset: str, trained_in: Path | None = None,
+             retrained: dict[str, Any] | None = None) -> str:
+    """Table 2.1 distances (and MC-BN for classification) of a finished full-length run, stored once.
+
+    ``trained_in``: the folder whose runs/ holds the checkpoint (default ``out``; RETRAINED_DIR for a run
+    retrained because its checkpoint was gone), ``retrained``: what the blob says of such a retraining."""
     from hasten_ubn.report import load_trained, mc_bn_report, report
 
     target = diagnostics_path(out, entry, seed)
     if target.is_file():
         return "diagnostics done"
-    folder = sweep.run_dir_path(out, entry.label, entry.config_hash, 1.0, seed) / "checkpoints"
+    folder = sweep.run_dir_path(trained_in or out, entry.label, entry.config_hash, 1.0, seed) / "checkpoints"
     checkpoints = sorted(folder.iterdir()) if folder.is_dir() else []
     if not checkpoints:
         return f"diagnostics: no checkpoint in {_relative(folder)} (the run was trained elsewhere); skipped"
@@ -266,8 +272,49 @@ def diagnose(entry: sweep.SweepConfig, seed: int, out: Path, dataset: str) -> st
     blob = {"label": entry.label, "config_hash": entry.config_hash, "seed": seed, "budget": 1.0,
             "checkpoint": _relative(Path(checkpoint)), "max_images": DIAGNOSTIC_IMAGES,
             "distances": [asdict(r) for r in distances], "mc_bn": None if mc is None else asdict(mc)}
+    if retrained is not None:
+        blob["retrained"] = retrained
     sweep.write_json(target, blob)
     return "diagnostics written" + ("" if mc is None else f" (MC-BN AUROC {mc.auroc_wrong:.3f})")
+
+
+#: where --rediagnose retrains (below each dataset's folder; not committed: its runs hold checkpoints)
+RETRAINED_DIR = "retrained"
+
+
+def rediagnose(dataset: str, items: list[Item], out: Path) -> None:
+    """Diagnostics for the full-length runs that have a record but none (their checkpoint went with an earlier
+    session's machine): retrain each, same recipe and seed, in ``out/retrained``, check its metric against the
+    stored record (the same machine trains bit-identically; another may differ by ~0.5 point) and diagnose
+    that network. The blob names the stored and the retrained value, so a table can say which these are."""
+    scratch = out / RETRAINED_DIR
+    for entry, budget, seed in items:
+        stored_path = sweep.record_path(out, entry.label, entry.config_hash, budget, seed)
+        if budget != 1.0 or not stored_path.is_file() or diagnostics_path(out, entry, seed).is_file():
+            continue
+        stored = sweep.read_record(stored_path)
+        if stored is None:
+            continue
+        config = entry.config.model_copy(deep=True)
+        # its own MLflow store: in the study's, run_plan would find the stored run finished and train nothing
+        config.tracking.uri = f"sqlite:///{(scratch / 'mlflow.db').resolve()}"
+        again_entry = replace(entry, config=config)
+        try:  # claimed while it trains, skipped when another driver has it; a finished retraining is reused
+            found = sweep.run_plan([(again_entry, budget, seed)], scratch,
+                                   log=lambda text: print(f"{dataset}: retrain", text, flush=True))
+        except TrainingInterrupted:
+            raise
+        except (UserError, TrainingStopped) as error:
+            print(f"{dataset}: retrain {entry.label}, seed {seed}: FAILED ({error}); tried again next time", flush=True)
+            continue
+        if not found:
+            continue  # another driver is retraining it
+        again = found[0]
+        retrained = {"stored_value": stored.value, "stored_commit": stored.code_commit, "value": again.value,
+                     "commit": again.code_commit, "difference_points": 100 * (again.value - stored.value)}
+        print(f"    {entry.label}, seed {seed}: retrained {again.metric} {again.value:.4f} against the stored "
+              f"{stored.value:.4f} ({retrained['difference_points']:+.2f} points); "
+              + diagnose(entry, seed, out, dataset, trained_in=scratch, retrained=retrained), flush=True)
 
 
 def read_diagnostics(out: Path, entry: sweep.SweepConfig) -> list[dict[str, Any]]:
@@ -432,6 +479,7 @@ def diagnostics_text(dataset: str, entries: dict[tuple[str, float, str | None], 
                 "| optimiser | labeled | recipe | MC accuracy | spread, right | spread, wrong | AUROC wrong |",
                 "|---|---|---|---|---|---|---|"]
     any_mc = False
+    retrained: list[dict[str, Any]] = []
     for optimizer in optimizers:
         for fraction in fractions:
             for mode in (None, *MODES):
@@ -447,7 +495,10 @@ def diagnostics_text(dataset: str, entries: dict[tuple[str, float, str | None], 
                 cells = [_spread([mean_over_layers(b, k) for b in found], ".4f").rsplit(" (", 1)[0]
                          for k in ("wasserstein", "wasserstein_uu", "kl", "ks_fraction")]
                 deepest = _spread([b["distances"][-1]["wasserstein"] for b in found], ".4f").rsplit(" (", 1)[0]
-                lines.append(f"| {OPTIMIZER_TEXT[optimizer]} | {fraction:.0%} | {name} | {len(found)} | "
+                again = [b["retrained"] for b in found if b.get("retrained")]
+                retrained.extend(again)
+                seeds_cell = f"{len(found)}" + (f" ({len(again)} retrained)" if again else "")
+                lines.append(f"| {OPTIMIZER_TEXT[optimizer]} | {fraction:.0%} | {name} | {seeds_cell} | "
                              + " | ".join(cells) + f" | {deepest} |")
                 mc = [b["mc_bn"] for b in found if b.get("mc_bn")]
                 if mc:
@@ -458,6 +509,13 @@ def diagnostics_text(dataset: str, entries: dict[tuple[str, float, str | None], 
                                      for k in ("accuracy", "std_correct", "std_wrong", "auroc_wrong")) + " |")
     if len(lines) == 4:
         lines.append("| (no diagnostics yet) | | | | | | | | |")
+    if retrained:
+        worst = max(abs(r["difference_points"]) for r in retrained)
+        same = sum(r["difference_points"] == 0 for r in retrained)
+        lines += ["", f"Retrained: {len(retrained)} of these networks were trained again for their diagnostics "
+                  "(`--rediagnose`: the first training's checkpoint went with an earlier session's machine), same "
+                  f"recipe and seed; {same} reproduce the stored metric exactly, the largest difference is "
+                  f"{worst:.2f} points."]
     return "\n".join(lines + (["", *mc_lines] if any_mc else []))
 
 
@@ -517,6 +575,9 @@ def main() -> int:
     parser.add_argument("--plan", action="store_true", help="list the planned runs, which are done, estimated hours")
     parser.add_argument("--report", action="store_true", help="write the sections from the stored records only")
     parser.add_argument("--quick", action="store_true", help="tiny sizes on the embedded data (smoke check)")
+    parser.add_argument("--rediagnose", action="store_true",
+                        help="retrain the full-length runs whose diagnostics are missing because their checkpoint "
+                        "is gone (in <dataset>/retrained/), compare with the stored record, write the diagnostics")
     study_queue.add_arguments(parser)
     args = parser.parse_args()
     until = study_queue.checked_arguments(parser, args)
@@ -558,7 +619,10 @@ def main() -> int:
               "small_resnet width 16 at 32 px, the 2-core machine unloaded; a loaded machine is slower, e.g. "
               "2.5x at the 200 images/s the frontier study measured under load)")
         return 0
-    if (args.queue is not None or until is not None) and not args.report:
+    if args.rediagnose:
+        for dataset, (_, out) in studies.items():
+            rediagnose(dataset, [item for d, item in items if d == dataset], out)
+    elif (args.queue is not None or until is not None) and not args.report:
         for dataset, (entries, out) in studies.items():
             longer = {e.label: PLATEAU_BUDGETS for (_, _, mode), e in entries.items() if mode is None}
             plan = (study_queue.queue_file_plan(args.queue, list(entries.values()), longer)
