@@ -22,6 +22,10 @@ network); a check that fails says NOT met. The baseline at budget 1 and every 0.
 a linear probe (``hasten linear-probe``'s function on the run's final checkpoint, 100 epochs on frozen
 features), stored as JSON under ``<dataset>/linear_probe/`` right after the run, so it resumes too.
 
+The investigation (``VARIANTS``, after the 3 seeds of the main study): SimSiam at 0.6x with one setting of one
+technique changed (F1-CLR's peak LR and warm-up length, super-progressive's r_min, Hard Augment's m, r_sel and
+extra targets), each compared per seed with its parent recipe, in its own RESULTS.md section.
+
 Datasets:
 
 * ``embedded``: the procedural scenes with fixed colours (docs/ssl.md: random colours let SSL learn colour
@@ -53,6 +57,7 @@ import copy
 import json
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +81,27 @@ METRIC = "knn/acc1"
 UNTRAINED = "untrained (1 step, reference)"
 PROBE = {"epochs": 100, "lr": 0.1, "batch_size": 256}  # hasten linear-probe's defaults
 RECIPE = TTA_SCALES["cpu"]["ssl"]  # the SSL suite's settings: one source for both benchmarks
+#: The investigation (issue 16, item 4): one setting of one technique changed at a time, at the 0.6x length, on
+#: SimSiam (the research's headline baseline; BYOL costs twice as much). (parent recipe, what changes, plugin
+#: settings merged into the parent's). They run after the 3 seeds of the main study, seed-major as it does, and
+#: the report compares each with its parent per seed: which setting costs accuracy at this length.
+INVESTIGATED = "simsiam"
+VARIANTS: tuple[tuple[str, str, Callable[[int], dict[str, dict[str, Any]]]], ...] = (  # settings from the resolution
+    ("F1-CLR", "max_lr 0.05 = the baseline's lr", lambda r: {"f1clr": {"max_lr": 0.05}}),
+    ("F1-CLR", "warm-up 1/12 of the run", lambda r: {"f1clr": {"warmup_fraction": 1 / 12}}),
+    ("F1-CLR", "warm-up 1/3 of the run", lambda r: {"f1clr": {"warmup_fraction": 1 / 3}}),
+    ("F1-CLR + super-progressive", "r_min 3/4 of r", lambda r: {"progressive": {"min_resolution": 3 * r // 4}}),
+    ("F1-CLR + hard augment", "m 4", lambda r: {"hardaug": {"num_views": 4}}),
+    ("F1-CLR + hard augment", "r_sel 1/2 of r", lambda r: {"hardaug": {"selection_resolution": r // 2}}),
+    ("F1-CLR + hard augment", "extra targets", lambda r: {"hardaug": {"extra_targets": True}}),
+)
+
+
+def variant_label(parent: str, change: str) -> str:
+    return f"{INVESTIGATED} {parent} ({change})"
+
+
+VARIANT_PARENTS = {variant_label(parent, change): f"{INVESTIGATED} {parent}" for parent, change, _ in VARIANTS}
 
 # PILOT (embedded; simsiam cosine lr 0.05, this script's sizes; run.threads 1 under `nice -n 19` beside two other
 # CPU-bound runs on the 2 cores; kNN every 1/4 of the run; wall s include the kNN passes), 2026-12-02:
@@ -182,6 +208,11 @@ def recipes(dataset: str, quick: bool, threads: int) -> tuple[dict[str, dict[str
         out[f"{method} F1-CLR + hard augment"] = plus(f1clr=f1clr, hardaug=hardaug)
         out[f"{method} F1-CLR + super-progressive + hard augment"] = plus(f1clr=f1clr, progressive=progressive,
                                                                          hardaug=hardaug)
+    for parent, change, settings in VARIANTS:
+        variant = copy.deepcopy(out[f"{INVESTIGATED} {parent}"])
+        for plugin, values in settings(res).items():
+            variant["plugins"][plugin].update(values)
+        out[variant_label(parent, change)] = variant
     return out, first_steps
 
 
@@ -194,8 +225,8 @@ def entries_for(dataset: str, out: Path, quick: bool, threads: int) -> dict[str,
 
 
 def method_entries(entries: dict[str, sweep.SweepConfig], method: str) -> list[sweep.SweepConfig]:
-    """The method's baseline, then its techniques."""
-    return [e for label, e in entries.items() if label.startswith(method + " ")]
+    """The method's baseline, then its techniques (the investigation's variants not among them)."""
+    return [e for label, e in entries.items() if label.startswith(method + " ") and label not in VARIANT_PARENTS]
 
 
 def baseline_plan(entries: dict[str, sweep.SweepConfig], seed: int) -> Plan:
@@ -208,6 +239,16 @@ def baseline_plan(entries: dict[str, sweep.SweepConfig], seed: int) -> Plan:
 
 def techniques_plan(entries: dict[str, sweep.SweepConfig], seed: int) -> Plan:
     return [(e, SHORT_BUDGET, seed) for method in METHODS for e in method_entries(entries, method)[1:]]
+
+
+def investigation_plan(entries: dict[str, sweep.SweepConfig], seed: int) -> Plan:
+    return [(entries[label], SHORT_BUDGET, seed) for label in VARIANT_PARENTS]
+
+
+def full_plan(entries: dict[str, sweep.SweepConfig], seeds: int) -> Plan:
+    """Every seed's baselines and techniques, then every seed's investigation."""
+    main = [item for seed in range(seeds) for item in baseline_plan(entries, seed) + techniques_plan(entries, seed)]
+    return main + [item for seed in range(seeds) for item in investigation_plan(entries, seed)]
 
 
 def probed(entry: sweep.SweepConfig, budget: float) -> bool:
@@ -264,11 +305,11 @@ def spread(values: list[float], fmt: str = ".4f") -> str:
     if not values:
         return "-"
     mid = format(statistics.median(values), fmt)
-    return mid if len(values) == 1 else f"{mid} [{format(min(values), fmt)}-{format(max(values), fmt)}]"
+    return mid if len(values) == 1 else f"{mid} [{format(min(values), fmt)}, {format(max(values), fmt)}]"
 
 
 def speedup_spread(per_seed: list[FrontierSpeedup]) -> str:
-    """Median [min-max] of the per-seed speed-ups inside the frontier, and what the other seeds are."""
+    """Median [min, max] of the per-seed speed-ups inside the frontier, and what the other seeds are."""
     inside = [p.speedup for p in per_seed if p.status == "inside" and p.speedup is not None]
     parts = [f"{spread(inside, '.2f')}x ({len(inside)} of {len(per_seed)} seeds inside the frontier)"
              if inside else f"none of {len(per_seed)} seeds inside the frontier"]
@@ -333,7 +374,7 @@ def report(dataset: str, entries: dict[str, sweep.SweepConfig], out: Path, quick
         short_rows = [r for r in rows if r.label != baseline.label]
         best = max(short_rows, key=lambda r: r.median_value).label if short_rows else None
         summary = [f"| recipe | budget | seeds | {METRIC} | linear probe acc1 (seeds) | speed-up at equal {METRIC}, "
-                   "per seed: median [min-max] |", "|---|---|---|---|---|---|"]
+                   "per seed: median [min, max] |", "|---|---|---|---|---|---|"]
         for row in rows:
             entry = entries[row.label]
             if not probed(entry, row.budget):
@@ -382,6 +423,53 @@ def report(dataset: str, entries: dict[str, sweep.SweepConfig], out: Path, quick
         ])
         write_section(f"ssl_frontier/{dataset}/{method}", f"SSL frontier at the converged scale: {dataset}, {method}",
                       body, quick=quick, plot=plot)
+    investigation_report(dataset, entries, out, quick, seeds, all_records)
+
+
+def investigation_report(dataset: str, entries: dict[str, sweep.SweepConfig], out: Path, quick: bool, seeds: int,
+                         all_records: list[sweep.SweepRecord]) -> None:
+    """Each variant against its parent recipe, paired per seed, and against the cosine frontier."""
+    steps = sweep.with_budget(entries[f"{INVESTIGATED} cosine"].config, SHORT_BUDGET).run.max_steps
+    wanted = set(VARIANT_PARENTS) | set(VARIANT_PARENTS.values())
+    short = {(r.label, r.seed): r for r in all_records
+             if r.label in wanted and r.budget == SHORT_BUDGET and r.steps == steps}
+    if not any(label in VARIANT_PARENTS for label, _ in short):
+        print(f"{dataset} investigation: no records yet")
+        return
+    baseline = f"{INVESTIGATED} cosine"
+    frontier_steps = {b: sweep.with_budget(entries[baseline].config, b).run.max_steps for b in BASELINE_BUDGETS}
+    rows = sweep.frontier_rows([r for r in all_records if r.label == baseline
+                                and frontier_steps.get(r.budget) == r.steps])
+    points = sweep.frontier_points(rows, baseline)
+    lines = [f"| recipe | changed from its parent | seeds | {METRIC} | parent's {METRIC} (same seeds) | change, "
+             "points, paired: median [min, max] | training FLOPs / parent's | speed-up at equal "
+             f"{METRIC} against the {baseline} frontier |", "|---|---|---|---|---|---|---|---|"]
+    for parent, change, _ in VARIANTS:
+        label = variant_label(parent, change)
+        mine = sorted((r for (lab, _), r in short.items() if lab == label), key=lambda r: r.seed)
+        if not mine:
+            lines.append(f"| {INVESTIGATED} {parent} | {change} | 0 | not run yet | | | | |")
+            continue
+        paired = [(r, short[(f"{INVESTIGATED} {parent}", r.seed)]) for r in mine
+                  if (f"{INVESTIGATED} {parent}", r.seed) in short]
+        change_points = [100 * (r.value - q.value) for r, q in paired]
+        flops_ratio = [r.train_flops / q.train_flops for r, q in paired]
+        per_seed = [speedup_against(points, r.train_flops, r.value, True) for r in mine] if points else []
+        lines.append(f"| {INVESTIGATED} {parent} | {change} | {len(mine)} | {spread([r.value for r in mine])} | "
+                     f"{spread([q.value for _, q in paired])} | {spread(change_points, '+.2f')} | "
+                     f"{spread(flops_ratio, '.2f')} | {speedup_spread(per_seed) if per_seed else '-'} |")
+    commits = sorted({r.code_commit for (lab, _), r in short.items() if lab in VARIANT_PARENTS and r.code_commit})
+    held = sum(1 for label, _ in short if label in VARIANT_PARENTS)
+    body = "\n".join([
+        f"One setting of one technique changed at a time, {INVESTIGATED}, budget {SHORT_BUDGET:g} ({steps} steps), "
+        f"the rest of the recipe as in the {INVESTIGATED} section above; `VARIANTS` in benchmarks/ssl_frontier.py. "
+        f"Held: {held} of {len(VARIANTS) * seeds} planned runs ({len(VARIANTS)} variants x {seeds} seeds); code "
+        f"commits: {', '.join(commits) or 'unknown'}. A change is the variant minus its parent on the same seed.",
+        "",
+        "\n".join(lines),
+    ])
+    write_section(f"ssl_frontier/{dataset}/investigation", f"SSL frontier investigation: {dataset}, "
+                  f"{INVESTIGATED} at {SHORT_BUDGET:g}x, one setting at a time", body, quick=quick)
 
 
 # ------------------------------------------------------------------ plan
@@ -463,8 +551,7 @@ def main() -> int:
     if (args.queue is not None or until is not None) and not (args.plan or args.report):
         for dataset, (entries, out) in studies.items():
             plan = (study_queue.queue_file_plan(args.queue, list(entries.values())) if args.queue is not None else
-                    lambda entries=entries: [item for seed in range(args.seeds)
-                                             for item in baseline_plan(entries, seed) + techniques_plan(entries, seed)])
+                    lambda entries=entries: full_plan(entries, args.seeds))
 
             def train(item: study_queue.Item, out: Path = out) -> None:
                 sweep.run_plan([item], out)
@@ -478,10 +565,12 @@ def main() -> int:
     if not args.report:
         steps = [(seed, dataset, part) for seed in range(args.seeds) for part in ("baseline", "techniques")
                  for dataset in studies]
+        steps += [(seed, dataset, "investigation") for seed in range(args.seeds) for dataset in studies]
+        parts = {"baseline": baseline_plan, "techniques": techniques_plan, "investigation": investigation_plan}
         planned: dict[str, tuple[Plan, list[bool]]] = {}
         for seed, dataset, part in steps:
             entries, out = studies[dataset]
-            items = baseline_plan(entries, seed) if part == "baseline" else techniques_plan(entries, seed)
+            items = parts[part](entries, seed)
             if args.plan:
                 items_done = planned.setdefault(dataset, ([], []))
                 items_done[0].extend(items)
