@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from hasten.frontier import baseline_flops_for, envelope, speedup_against
+from hasten.frontier import baseline_flops_for, envelope, speedup_against, speedup_at_best
 
 # metric rises by 0.1 per doubling of FLOPs: log-linear, so interpolation in log FLOPs is exact
 LOG_LINEAR = [(1e9, 0.5), (2e9, 0.6), (4e9, 0.7), (8e9, 0.8)]
@@ -64,3 +64,18 @@ def test_unsorted_points_and_bad_input() -> None:
         envelope([])
     with pytest.raises(ValueError):
         speedup_against(LOG_LINEAR, 0.0, 0.7)
+
+
+def test_speedup_at_best_reads_the_baseline_best_on_the_recipe_frontier() -> None:
+    # the baseline first reaches its best, 0.48, at 4e12 (the longer 0.479 run does not count)
+    baseline = [(1e12, 0.45), (2e12, 0.44), (4e12, 0.48), (8e12, 0.479)]
+    inside = speedup_at_best(baseline, [(0.5e12, 0.40), (1e12, 0.50)])
+    assert inside.status == "inside"
+    # 0.48 is 0.8 of the way from 0.40 to 0.50: 0.5e12 * 2 ** 0.8 FLOPs
+    assert inside.speedup == pytest.approx(4e12 / (0.5e12 * 2**0.8))
+    above = speedup_at_best(baseline, [(2e12, 0.50), (3e12, 0.55)])
+    assert (above.status, above.speedup, above.bound) == ("above", None, pytest.approx(2.0))
+    below = speedup_at_best(baseline, [(1e12, 0.30), (2e12, 0.40)])
+    assert (below.status, below.speedup, below.bound) == ("below", None, pytest.approx(2.0))
+    lower = speedup_at_best([(1e12, 0.9), (4e12, 0.5)], [(1e12, 0.7), (2e12, 0.3)], higher_is_better=False)
+    assert lower.status == "inside" and lower.speedup == pytest.approx(4e12 / (1e12 * 2**0.5))

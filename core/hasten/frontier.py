@@ -105,3 +105,28 @@ def speedup_against(
     needed = baseline_flops_for(points, value, higher_is_better)
     assert needed is not None
     return FrontierSpeedup("inside", needed, needed / flops, None)
+
+
+def speedup_at_best(
+    baseline: Sequence[Point], recipe: Sequence[Point], higher_is_better: bool = True
+) -> FrontierSpeedup:
+    """Speed-up at the baseline frontier's best value, read on the recipe's own frontier.
+
+    For a recipe trained at several lengths that ends above the baseline's frontier (where
+    :func:`speedup_against` gives only a bound): the FLOPs at which the baseline's envelope first
+    reaches its best value, divided by the FLOPs at which the recipe's envelope reaches that value
+    (interpolated in log FLOPs). ``inside``: the recipe reaches it within its lengths; ``above``: its
+    cheapest length already does (``bound``, a lower bound on the speed-up); ``below``: its longest
+    length does not (``bound``, an upper bound).
+    """
+    env = envelope(baseline, higher_is_better)
+    best = env[-1][1]
+    baseline_cost = next(f for f, m in env if m == best)
+    mine = envelope(recipe, higher_is_better)
+    sign = 1.0 if higher_is_better else -1.0
+    if sign * mine[0][1] >= sign * best:
+        return FrontierSpeedup("above", baseline_cost, None, baseline_cost / mine[0][0])
+    needed = baseline_flops_for(recipe, best, higher_is_better)
+    if needed is None:
+        return FrontierSpeedup("below", baseline_cost, None, baseline_cost / mine[-1][0])
+    return FrontierSpeedup("inside", baseline_cost, baseline_cost / needed, None)
