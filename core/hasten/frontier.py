@@ -86,6 +86,11 @@ def baseline_flops_for(points: Sequence[Point], value: float, higher_is_better: 
     return None  # pragma: no cover - the check above returns first
 
 
+def _first_at_best(env: Sequence[Point]) -> float:
+    """The cheapest FLOPs at which an envelope reaches its best value."""
+    return next(f for f, m in env if m == env[-1][1])
+
+
 def speedup_against(
     points: Sequence[Point], flops: float, value: float, higher_is_better: bool = True
 ) -> FrontierSpeedup:
@@ -97,9 +102,7 @@ def speedup_against(
     best = env[-1][1]
     cheapest_flops, cheapest = env[0]
     if sign * value > sign * best:
-        # The cheapest point reaching the best value is where the envelope first gets there.
-        first_best = next(f for f, m in env if m == best)
-        return FrontierSpeedup("above", None, None, first_best / flops)
+        return FrontierSpeedup("above", None, None, _first_at_best(env) / flops)
     if sign * value < sign * cheapest:
         return FrontierSpeedup("below", None, None, cheapest_flops / flops)
     needed = baseline_flops_for(points, value, higher_is_better)
@@ -121,7 +124,7 @@ def speedup_at_best(
     """
     env = envelope(baseline, higher_is_better)
     best = env[-1][1]
-    baseline_cost = next(f for f, m in env if m == best)
+    baseline_cost = _first_at_best(env)
     mine = envelope(recipe, higher_is_better)
     sign = 1.0 if higher_is_better else -1.0
     if sign * mine[0][1] >= sign * best:
